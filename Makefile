@@ -1,0 +1,48 @@
+# Thin wrappers over the `hf-ladder` CLI. The first target run creates .venv: torch==2.13.0 first (a plain
+# `torch` would pull a multi-GB CUDA build on CPU machines), then this package.
+#   make ladder                          the default ladder (recipes/shakespeare-tiny.yaml)
+#   make pretrain RECIPE=recipes/tinyshakespeare.yaml ARGS="pretrain.max_steps=40"
+#   make test                            the test suite (adds the dev extra)
+PYTHON ?= python3
+VENV   ?= .venv
+RECIPE ?= recipes/shakespeare-tiny.yaml
+ARGS   ?=
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+HF     := $(BIN)/hf-ladder
+
+.PHONY: install dev ladder pretrain sft dpo lora quantize eval validate test bench clean
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e . "$(TORCH)"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	touch $@
+
+ladder: install
+	$(HF) ladder $(RECIPE) $(ARGS)
+
+pretrain sft dpo lora quantize: install
+	$(HF) run $@ $(RECIPE) $(ARGS)
+
+eval: install
+	$(HF) eval $(RECIPE) $(ARGS)
+
+validate: install
+	$(HF) validate recipes/*.yaml
+
+test: dev
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py $(ARGS)
+
+clean:
+	rm -rf runs

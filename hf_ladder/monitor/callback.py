@@ -1,0 +1,177 @@
+"""The sample monitor: a `TrainerCallback` that reads the model's samples while it trains.
+
+Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
+sampling settings, prints the samples, and appends them to `samples.jsonl` with the step, the per-sample
+loss and the coherence score. From those readings it raises three signals:
+
+- auto-halt: `halt_patience` consecutive sample rounds whose mean coherence (of the sampled continuations;
+  greedy loops are a decoding artefact, not a collapse) is below `halt_below` stop training cleanly, with
+  a checkpoint saved; `halted` says why.
+- memorization: a sample whose per-sample loss is below `memorization_loss` is looked up in an n-gram index
+  of the training text; a verbatim match is an alert that shows the training span.
+- overfitting: at each evaluation it prints train loss, validation loss and their gap; validation loss
+  rising for `patience` evaluations in a row while training loss falls is an alert (and stops training
+  when `stop_on_overfit`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hf_ladder.generate import generate, generation_config
+from hf_ladder.monitor.coherence import coherence_score
+from hf_ladder.monitor.memorization import NgramIndex
+from hf_ladder.recipe import MonitorConfig
+
+
+class SampleMonitor(TrainerCallback):
+    """See the module docstring. `samples_path` is the stage's `samples.jsonl`; `train_docs` the training text."""
+
+    def __init__(self, cfg: MonitorConfig, tokenizer, train_docs: list[str], samples_path: Path, seed: int = 0):
+        self.cfg, self.tokenizer, self.train_docs, self.seed = cfg, tokenizer, train_docs, seed
+        self.samples_path = Path(samples_path)
+        g = cfg.generation
+        self.decodings = {"greedy": generation_config(tokenizer, g.max_new_tokens, 0.0,
+                                                      repetition_penalty=g.repetition_penalty)}
+        if g.temperature > 0:
+            self.decodings["sampled"] = generation_config(tokenizer, g.max_new_tokens, g.temperature, g.top_k,
+                                                          g.top_p, g.repetition_penalty)
+        self.judged = "sampled" if "sampled" in self.decodings else "greedy"  # what auto-halt reads
+        self._index: NgramIndex | None = None
+        self.rounds: list[dict] = []  # {"step", "coherence"}: one per sample round
+        self.evals: list[dict] = []  # {"step", "train_loss", "eval_loss"}
+        self.alerts: list[dict] = []  # memorization and overfitting alerts, in order
+        self.halted: str | None = None  # why training was halted (coherence), if it was
+        self.stopped_overfit: str | None = None
+        self._overfit_open = False
+
+    # ------------------------------------------------------------------------------ trainer events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Rebuild the rounds from `samples.jsonl`: on a resumed run, keep the rows up to the checkpoint's step
+        (later ones are sampled again) so the halt streak carries over."""
+        rows, self.rounds = [], []
+        if self.samples_path.exists():
+            rows = [json.loads(line) for line in self.samples_path.read_text(encoding="utf-8").splitlines() if line]
+            rows = [r for r in rows if r["step"] <= state.global_step]
+            _write_rows(self.samples_path, rows)
+        for step in sorted({r["step"] for r in rows}):
+            judged = [r["coherence"] for r in rows if r["step"] == step and r["decoding"] == self.judged]
+            if judged:
+                self.rounds.append({"step": step, "coherence": sum(judged) / len(judged)})
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.cfg.sample_every == 0:
+            self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.rounds or self.rounds[-1]["step"] != state.global_step:
+            self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics:
+            return
+        train_losses = [h["loss"] for h in state.log_history if "loss" in h and h["step"] <= state.global_step]
+        train = train_losses[-1] if train_losses else float("nan")
+        val = metrics["eval_loss"]
+        self.evals.append({"step": state.global_step, "train_loss": train, "eval_loss": val})
+        if state.is_world_process_zero:
+            print(f"[eval] step {state.global_step} | train loss {train:.3f} | val loss {val:.3f} "
+                  f"| gap {val - train:+.3f} | val ppl {math.exp(min(val, 50)):.1f}", flush=True)
+        self._check_overfitting(state, control)
+
+    # ------------------------------------------------------------------------------ the readings
+
+    def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
+        """Generate, score, print and store one round of samples; update the halt streak."""
+        rows = []
+        for i, prompt in enumerate(self.cfg.prompts):
+            for decoding, config in self.decodings.items():
+                text, loss = generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i)
+                row = {"step": step, "prompt": prompt, "decoding": decoding, "text": text,
+                       "coherence": round(coherence_score(text), 2), "loss": round(loss, 4)}
+                if loss < self.cfg.memorization_loss:
+                    match = self.index.find(prompt + text)
+                    if match is not None:
+                        row["memorized"] = {"words": match.words, "train_span": match.train_span,
+                                            "train_doc": match.train_doc, "train_char": match.train_char}
+                        self.alerts.append({"type": "memorization", "step": step, "prompt": prompt,
+                                            "loss": row["loss"], **row["memorized"]})
+                rows.append(row)
+        judged = [r["coherence"] for r in rows if r["decoding"] == self.judged]
+        self.rounds.append({"step": step, "coherence": sum(judged) / len(judged)})
+        if write:
+            self._print(rows)
+            with self.samples_path.open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        self._check_halt(control)
+        return rows
+
+    @property
+    def index(self) -> NgramIndex:
+        if self._index is None:  # built on the first low-loss sample only
+            self._index = NgramIndex(self.train_docs, self.cfg.memorization_ngram)
+        return self._index
+
+    def _check_halt(self, control) -> None:
+        streak = 0
+        for r in reversed(self.rounds):
+            if r["coherence"] >= self.cfg.halt_below:
+                break
+            streak += 1
+        if streak >= self.cfg.halt_patience and self.halted is None:
+            low = self.rounds[-streak:]
+            self.halted = (f"auto-halt: mean {self.judged} coherence below {self.cfg.halt_below:g} for {streak} "
+                           f"consecutive sample rounds (steps {low[0]['step']}-{low[-1]['step']}, last "
+                           f"{low[-1]['coherence']:.1f}/100)")
+            print(f"\n*** {self.halted}: stopping, checkpoint kept ***\n", flush=True)
+            if control is not None:
+                control.should_training_stop = True
+                control.should_save = True
+
+    def _check_overfitting(self, state, control) -> None:
+        window = self.evals[-(self.cfg.patience + 1):]
+        rising = len(window) == self.cfg.patience + 1 and all(
+            b["eval_loss"] > a["eval_loss"] for a, b in zip(window, window[1:]))
+        falling = rising and window[-1]["train_loss"] < window[0]["train_loss"]
+        if not (rising and falling):
+            self._overfit_open = False
+            return
+        if self._overfit_open:
+            return
+        self._overfit_open = True
+        val = " -> ".join(f"{e['eval_loss']:.3f}" for e in window)
+        msg = (f"overfitting: validation loss rose for {self.cfg.patience} evaluations ({val}) while training "
+               f"loss fell ({window[0]['train_loss']:.3f} -> {window[-1]['train_loss']:.3f})")
+        self.alerts.append({"type": "overfitting", "step": state.global_step, "message": msg,
+                            "eval_losses": [e["eval_loss"] for e in window],
+                            "train_losses": [e["train_loss"] for e in window]})
+        if state.is_world_process_zero:
+            print(f"\n*** ALERT {msg} ***\n", flush=True)
+        if self.cfg.stop_on_overfit:
+            self.stopped_overfit = msg
+            control.should_training_stop = True
+            control.should_save = True
+
+    def _print(self, rows: list[dict]) -> None:
+        print(f"\n── samples @ step {rows[0]['step']} " + "─" * 50, flush=True)
+        for r in rows:
+            print(f"[{r['decoding']}] coherence {r['coherence']:.0f}/100 · loss {r['loss']:.2f}")
+            print(re.sub(r"\n{3,}", lambda m: f"\n[{len(m.group()) - 1} blank lines]\n", r["prompt"] + r["text"]))
+            if "memorized" in r:
+                m = r["memorized"]
+                print(f"*** ALERT memorization: loss {r['loss']:.3f} < {self.cfg.memorization_loss} and "
+                      f"{m['words']} words match training document {m['train_doc']} at char {m['train_char']}:\n"
+                      f"    {m['train_span'][:400]!r}")
+            print()
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

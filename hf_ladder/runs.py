@@ -1,0 +1,169 @@
+"""The run directory: one folder per recipe, one sub-folder per stage, and a manifest of the lineage.
+
+    runs/<recipe>/
+      manifest.json            every finished stage: status, inputs, metrics, versions, seed, git sha, wall time
+      <stage>/
+        model/                 safetensors + config + tokenizer + generation_config (plain from_pretrained)
+        checkpoints/           Trainer checkpoints while the stage runs (a rerun resumes from the last)
+        metrics.json           flat name -> number
+        samples.jsonl          step, prompt, decoding, text, coherence, loss
+        log_history.json       the Trainer's log history
+        loss.png               train / validation loss
+        recipe.resolved.yaml   the recipe with every default filled in
+
+Every file here is written atomically (a temporary file, then `os.replace`), so an interrupted run never
+leaves a half-written manifest or model behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_ladder.recipe import STAGE_ORDER, Recipe
+
+
+@dataclass
+class StageResult:
+    """What a stage returns and the manifest records."""
+
+    stage: str
+    status: str  # "finished", "halted" (auto-halt on coherence) or "stopped" (overfitting, asked for)
+    model_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # why it halted or stopped
+    wall_time_s: float = 0.0
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a stage gets besides its own recipe section (see DESIGN.md, the stage contract)."""
+
+    recipe: Recipe
+    run: Run
+    previous: StageResult | None  # the stage below this one on the ladder, if it has run
+    force: bool = False  # redo the stage even if the manifest says it finished
+
+
+class Run:
+    """The run directory of one recipe."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.root = Path(recipe.run_dir)
+        self.manifest_path = self.root / "manifest.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"recipe": self.recipe.name, "stages": {}}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def finished(self, stage: str) -> StageResult | None:
+        """The recorded result of `stage`, if the manifest says it ended (finished, halted or stopped)."""
+        entry = self.manifest()["stages"].get(stage)
+        if entry is None:
+            return None
+        names = {f.name for f in dataclasses.fields(StageResult)}
+        return StageResult(**{k: v for k, v in entry.items() if k in names})
+
+    def previous(self, stage: str) -> StageResult | None:
+        """The nearest stage below `stage` in the ladder that has a recorded result."""
+        below = STAGE_ORDER[: STAGE_ORDER.index(stage)]
+        for name in reversed(below):
+            result = self.finished(name)
+            if result is not None:
+                return result
+        return None
+
+    def record(self, result: StageResult) -> None:
+        """Add a stage's result to the manifest with the environment it ran in."""
+        manifest = self.manifest()
+        manifest["recipe"] = self.recipe.name
+        manifest["recipe_source"] = self.recipe.source
+        manifest["stages"][result.stage] = {
+            **dataclasses.asdict(result), "seed": self.recipe.seed,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
+        write_json(self.manifest_path, manifest)
+
+    def forget(self, stage: str) -> None:
+        """Drop `stage` and every stage above it from the manifest (they are redone)."""
+        manifest = self.manifest()
+        for name in STAGE_ORDER[STAGE_ORDER.index(stage):]:
+            manifest["stages"].pop(name, None)
+        if self.manifest_path.exists():
+            write_json(self.manifest_path, manifest)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def save_model(model, tokenizer, dest: Path) -> None:
+    """Save model + tokenizer (safetensors) to `dest` atomically: into a temporary folder, then swapped in."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "trl", "peft", "bitsandbytes")
+
+
+def environment() -> dict[str, Any]:
+    """Versions of the stack, the Python, and the git commit of the hf_ladder source (None outside git)."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"versions": versions, "git_sha": git_sha()}
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None

@@ -1,0 +1,125 @@
+"""The pretrain stage end to end on the embedded corpus: learning, the run directory, reloading, resuming."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_ladder import cli
+from hf_ladder.data.corpus import load_corpus
+from hf_ladder.ladder import run_stage
+
+from conftest import DEFAULT_RECIPE, TINY, tiny_recipe
+
+STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("healthy")
+    recipe = tiny_recipe(run_dir, f"pretrain.max_steps={STEPS}", "monitor.sample_every=20",
+                         "pretrain.warmup_steps=10", "pretrain.learning_rate=3e-3")
+    return recipe, run_stage("pretrain", recipe)
+
+
+def test_a_healthy_tiny_run_learns_and_does_not_halt(healthy):
+    recipe, result = healthy
+    assert result.status == "finished" and result.reason is None
+    m = result.metrics
+    assert m["global_step"] == STEPS and m["halted"] == 0
+    assert m["val_loss"] < math.log(2048) - 1.5  # far below a uniform guess over the vocabulary
+    evals = [h["eval_loss"] for h in json.loads((Path(recipe.run_dir) / "pretrain" / "log_history.json")
+                                                .read_text()) if "eval_loss" in h]
+    assert len(evals) == STEPS // 20 and evals[-1] < evals[0] - 0.2
+    assert 0 < m["val_bits_per_byte"] <= m["val_bits_per_char"] < 4.5
+    # bits per character is the same nats, per character: a tokenizer-independent figure
+    chars = m["val_tokens"] * m["val_loss"] / (m["val_bits_per_char"] * math.log(2))
+    assert chars == pytest.approx(len(load_corpus(recipe.data).validation_text), rel=1e-6)
+    assert m["tokens_per_second"] > 0 and m["wall_time_s"] > 0
+    assert m["memorization_alerts"] == 0
+
+
+def test_run_directory_layout(healthy):
+    recipe, result = healthy
+    out = Path(recipe.run_dir) / "pretrain"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "generation_config.json"):
+        assert (out / "model" / name).is_file(), name
+    assert not list((out / "model").glob("*.bin"))
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    history = json.loads((out / "log_history.json").read_text())
+    assert any("eval_loss" in h for h in history) and any("loss" in h for h in history)
+    resolved = yaml.safe_load((out / "recipe.resolved.yaml").read_text())
+    assert resolved["pretrain"]["max_steps"] == STEPS and resolved["model"]["n_layer"] == 2
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    steps = sorted({r["step"] for r in rows})
+    assert steps == list(range(0, STEPS + 1, 20))
+    assert {r["decoding"] for r in rows} == {"greedy", "sampled"}
+    assert all({"step", "prompt", "text", "coherence", "loss"} <= set(r) for r in rows)
+    manifest = json.loads((out.parent / "manifest.json").read_text())
+    entry = manifest["stages"]["pretrain"]
+    assert entry["status"] == "finished" and entry["seed"] == recipe.seed
+    assert entry["versions"]["transformers"] and "git_sha" in entry and entry["wall_time_s"] > 0
+    assert entry["inputs"]["global_batch"] == 16
+
+
+def test_samples_get_better_as_it_trains(healthy):
+    recipe, _ = healthy
+    rows = [json.loads(line) for line in
+            (Path(recipe.run_dir) / "pretrain" / "samples.jsonl").read_text().splitlines()]
+    sampled = lambda step: [r for r in rows if r["step"] == step and r["decoding"] == "sampled"]  # noqa: E731
+    first, last = sampled(0), sampled(STEPS)
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    assert mean(last, "loss") < mean(first, "loss")
+    assert mean(last, "coherence") > mean(first, "coherence")
+
+
+def test_saved_model_loads_with_plain_from_pretrained_and_generates(healthy, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe, result = healthy
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    assert model.config.model_type == "gpt2" and model.config.vocab_size == len(tok)
+    enc = tok("ROMEO:\n", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=20)  # the saved generation_config: sampling, top_k off
+    assert model.generation_config.top_k == 0 and model.generation_config.do_sample
+    assert out.shape[1] > enc["input_ids"].shape[1]
+    assert cli.main(["generate", result.model_dir, "--prompt", "ROMEO:\n", "--temperature", "0",
+                     "--max-new-tokens", "15"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:\n")
+
+
+def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
+    recipe, result = healthy
+    start = time.time()
+    again = run_stage("pretrain", recipe)
+    assert again.status == "finished" and again.metrics == result.metrics
+    assert "already finished" in capsys.readouterr().out and time.time() - start < 5
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "hf_ladder.cli", "run", "pretrain", str(DEFAULT_RECIPE), *TINY,
+           f"run_dir={tmp_path}", "pretrain.max_steps=300", "pretrain.save_steps=10", "pretrain.eval_steps=100",
+           "monitor.sample_every=100"]
+    ckpt = tmp_path / "pretrain" / "checkpoints" / "checkpoint-20"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: no clean-up
+    proc.wait()
+    assert ckpt.exists()
+    assert not (tmp_path / "manifest.json").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
+    metrics = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
+    assert metrics["global_step"] == 300

@@ -1,0 +1,94 @@
+"""Recipes fail early and clearly: unknown keys get the closest valid name, before any data or model."""
+
+import glob
+from unittest import mock
+
+import pytest
+import yaml
+
+from hf_ladder import cli
+from hf_ladder.recipe import RecipeError, load_recipe
+
+from conftest import DEFAULT_RECIPE, ROOT
+
+
+def test_every_shipped_recipe_validates(capsys):
+    recipes = sorted(glob.glob(str(ROOT / "recipes" / "*.yaml")))
+    assert len(recipes) >= 3
+    assert cli.main(["validate", *recipes]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok ") == len(recipes)
+
+
+def test_misspelled_key_fails_in_validate_naming_the_right_key(tmp_path, capsys):
+    raw = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    raw["pretrain"]["learning_rat"] = raw["pretrain"].pop("learning_rate")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert cli.main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "pretrain.learning_rat" in err and "did you mean 'learning_rate'" in err
+
+
+def test_misspelled_override_fails_before_any_data_or_model(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with mock.patch("hf_ladder.data.corpus.load_corpus", side_effect=AssertionError("data loaded")), \
+            mock.patch("hf_ladder.modeling.build_model", side_effect=AssertionError("model built")):
+        code = cli.main(["run", "pretrain", str(DEFAULT_RECIPE), "pretrain.learning_rat=1e-3", f"run_dir={run_dir}"])
+    assert code == 2
+    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pretrain.max_steps=many", "pretrain.max_steps: expected int"),
+    ("pretrain.learning_rate=-1", "pretrain.learning_rate: must be > 0"),
+    ("pretrain.output_dir=/tmp/x", "pretrain.output_dir: set by hf-ladder"),
+    ("pretrian.max_steps=3", "did you mean 'pretrain'"),
+    ("monitor.halt_below=150", "monitor.halt_below: coherence is on 0-100"),
+    ("monitor.sample_evry=10", "did you mean 'sample_every'"),
+    ("monitor.generation.top_p=0", "monitor.generation.top_p"),
+    ("data.block_size=512", "data.block_size: 512 is above the model's context"),
+    ("data.validation_plays=[macbth]", "did you mean 'macbeth'"),
+    ("model.n_head=3", "not divisible"),
+    ("model.n_layr=3", "did you mean 'n_layer'"),
+    ("model.vocab_size=100", "set by hf-ladder from the tokenizer"),
+    ("model.model_type=gtp2", "unknown causal-LM model type 'gtp2'; did you mean 'gpt2'"),
+    ("tokenizer.vocab_size=100", "tokenizer.vocab_size"),
+])
+def test_bad_values_name_their_key(override, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(DEFAULT_RECIPE, [override])
+    assert message in str(e.value)
+    assert str(DEFAULT_RECIPE) in str(e.value)
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(RecipeError) as e:
+        load_recipe(DEFAULT_RECIPE, ["pretrain.learning_rat=1", "monitor.halt_patience=0", "seed=-3"])
+    text = str(e.value)
+    assert "3 problem(s)" in text
+    assert "learning_rate" in text and "monitor.halt_patience" in text and "seed" in text
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    r = load_recipe(DEFAULT_RECIPE, ["pretrain.max_steps=40", "pretrain.learning_rate=3e-4", f"run_dir={tmp_path}",
+                                     "monitor.generation.top_k=5", "data.path=../shared/data/tinyshakespeare/input.txt"])
+    assert r.stages["pretrain"]["max_steps"] == 40
+    assert r.stages["pretrain"]["learning_rate"] == pytest.approx(3e-4)  # YAML reads 3e-4 as a string
+    assert r.run_dir == str(tmp_path)
+    assert r.monitor.generation.top_k == 5
+    assert r.data.path.endswith("input.txt")
+
+
+def test_override_without_equals_sign_is_an_error():
+    with pytest.raises(RecipeError, match="key=value"):
+        load_recipe(DEFAULT_RECIPE, ["pretrain.max_steps"])
+
+
+def test_model_context_defaults_to_block_size(tmp_path):
+    raw = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    del raw["model"]["n_positions"]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_recipe(path, ["data.block_size=96"]).model["n_positions"] == 96
