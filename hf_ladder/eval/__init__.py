@@ -1,0 +1,1 @@
+"""Evaluation: exact text scoring (perplexity, bits per character / byte); benchmarks and the report follow."""
