@@ -171,7 +171,9 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
         errors.append(f"name: expected a string, got {name!r}")
         name = Path(source).stem
     seed = _check_value("seed", raw.get("seed", 1337), int, errors)
-    if isinstance(seed, int) and seed < 0:
+    if seed is _BAD:
+        seed = 1337
+    elif seed < 0:
         errors.append(f"seed: must be >= 0, got {seed}")
     run_dir = raw.get("run_dir") or f"runs/{name}"
     if not isinstance(run_dir, str):
@@ -246,6 +248,9 @@ def _check_model(section: Any, data: DataConfig, errors: list[str]) -> dict[str,
         errors.append(f"model: expected a mapping of config keys, got {section!r}")
         return {}
     section = dict(section)
+    for key in ("init_from", "attn_implementation"):
+        if section.get(key) is not None and not isinstance(section[key], str):
+            errors.append(f"model.{key}: expected a string, got {section[key]!r}")
     if section.get("init_from"):
         extra = sorted(set(section) - MODEL_OWN_KEYS - {"model_type"})
         if extra:
@@ -269,8 +274,8 @@ def _check_model(section: Any, data: DataConfig, errors: list[str]) -> dict[str,
             errors.append(f"model.{key}: set by hf-ladder from the tokenizer (use tokenizer.vocab_size)")
         elif key not in hints:
             errors.append(_unknown(f"model.{key}", key, [*hints, *MODEL_OWN_KEYS]))
-        else:
-            kwargs[key] = section[key] = _check_value(f"model.{key}", value, hints[key], errors)
+        elif (checked := _check_value(f"model.{key}", value, hints[key], errors)) is not _BAD:
+            kwargs[key] = section[key] = checked
     try:
         config = config_cls(**kwargs)
     except Exception as e:  # the library's own checks on impossible configs
@@ -318,10 +323,10 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
             errors.append(f"{stage}.{key}: set by hf-ladder from run_dir; remove it (use run_dir=...)")
         elif key not in hints:
             errors.append(_unknown(f"{stage}.{key}", key, hints))
-        else:
-            out[key] = _check_value(f"{stage}.{key}", value, hints[key], errors)
+        elif (checked := _check_value(f"{stage}.{key}", value, hints[key], errors)) is not _BAD:
+            out[key] = checked
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
-        if key in out and isinstance(out[key], (int, float)) and out[key] <= 0:
+        if key in out and out[key] <= 0:
             errors.append(f"{stage}.{key}: must be > 0, got {out[key]}")
     if not errors:  # the library's own checks (e.g. bf16 on a machine that cannot run it)
         try:
@@ -329,7 +334,7 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
         except Exception as e:
             errors.append(f"{stage}: {schema.__name__} rejects these values: {e}")
     steps, epochs = out.get("max_steps", -1), out.get("num_train_epochs", 3.0)
-    if isinstance(steps, int) and isinstance(epochs, (int, float)) and (steps == 0 or (steps < 0 and epochs <= 0)):
+    if steps == 0 or (steps < 0 and epochs <= 0):
         errors.append(f"{stage}: set max_steps > 0 or num_train_epochs > 0")
     return out
 
@@ -359,10 +364,10 @@ def _build_dataclass(where: str, cls: type, section: Any, errors: list[str]):
             errors.append(_unknown(f"{where}.{key}", key, hints))
             continue
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build_dataclass(f"{where}.{key}", tp, value, errors)
-        else:
-            kwargs[key] = _check_value(f"{where}.{key}", value, tp, errors)
+        value = (_build_dataclass(f"{where}.{key}", tp, value, errors) if dataclasses.is_dataclass(tp)
+                 else _check_value(f"{where}.{key}", value, tp, errors))
+        if value is not _BAD:
+            kwargs[key] = value
     return cls(**kwargs)
 
 
@@ -381,12 +386,16 @@ def _unknown(where: str, key: str, valid, what: str = "key") -> str:
     return f"{where}: unknown {what} {key!r}{hint}"
 
 
+_BAD = object()  # a value that failed its type check: the field keeps its default, the error is recorded
+
+
 def _check_value(where: str, value: Any, tp: Any, errors: list[str]) -> Any:
-    """Return `value` (numbers written as strings such as `3e-4` become numbers) or record a type error."""
+    """Return `value` (numbers written as strings such as `3e-4` become numbers), or record a type error
+    and return `_BAD`."""
     ok, converted = _matches(value, tp)
     if not ok:
         errors.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-        return value
+        return _BAD
     return converted
 
 

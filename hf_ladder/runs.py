@@ -66,9 +66,11 @@ class Run:
         self.manifest_path = self.root / "manifest.json"
 
     def stage_dir(self, stage: str) -> Path:
+        """runs/<recipe>/<stage>/"""
         return self.root / stage
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest as a dict (`{"recipe": ..., "stages": {stage: entry}}`), empty before any stage ran."""
         if not self.manifest_path.exists():
             return {"recipe": self.recipe.name, "stages": {}}
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
@@ -121,10 +123,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_yaml(path: Path, obj: Any) -> None:
+    """Write `obj` as YAML (keys in their order), atomically."""
     write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
@@ -158,6 +162,7 @@ def environment() -> dict[str, Any]:
 
 
 def git_sha() -> str | None:
+    """The commit of the hf_ladder source, with `-dirty` when tracked files changed; None outside git."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,

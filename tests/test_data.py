@@ -113,3 +113,21 @@ def test_score_text_equals_a_plain_forward_pass():
     windowed = score_text(model, tok, text, block_size=16)  # many windows, less context: a little worse
     assert windowed.tokens == score.tokens and windowed.nats > score.nats * 0.98
     assert score.bits_per_char == pytest.approx(score.nats / len(text) / 0.6931471805599453)
+
+
+def test_table_files_read_their_text_column(tmp_path, data_dir):
+    import json
+
+    rows = json.loads((data_dir / "sft" / "alpaca_data_1k.json").read_text())
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = load_corpus(DataConfig(path=str(path), text_column="output", validation_fraction=0.1))
+    assert len(corpus.train) + len(corpus.validation) >= len([r for r in rows if r["output"]])
+    assert corpus.train[0] == rows[0]["output"]
+    with pytest.raises(DataError, match="no column 'story'"):
+        load_corpus(DataConfig(path=str(path), text_column="story"))
+
+
+def test_missing_local_path_is_named(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_corpus(DataConfig(path=str(tmp_path / "nope.txt")))

@@ -19,11 +19,14 @@ from conftest import DEFAULT_RECIPE, TINY, tiny_recipe
 STEPS = 120
 
 
+HEALTHY = [f"pretrain.max_steps={STEPS}", "monitor.sample_every=20", "pretrain.warmup_steps=10",
+           "pretrain.learning_rate=3e-3"]
+
+
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("healthy")
-    recipe = tiny_recipe(run_dir, f"pretrain.max_steps={STEPS}", "monitor.sample_every=20",
-                         "pretrain.warmup_steps=10", "pretrain.learning_rate=3e-3")
+    recipe = tiny_recipe(run_dir, *HEALTHY)
     return recipe, run_stage("pretrain", recipe)
 
 
@@ -105,6 +108,15 @@ def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
     assert "already finished" in capsys.readouterr().out and time.time() - start < 5
 
 
+def test_ladder_skips_finished_stages_and_prints_the_rungs(healthy, capsys):
+    recipe, result = healthy
+    assert cli.main(["ladder", str(DEFAULT_RECIPE), *TINY, *HEALTHY, f"run_dir={recipe.run_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain: already finished" in out
+    row = next(line for line in out.splitlines() if line.startswith("pretrain "))
+    assert "finished" in row and f"{result.metrics['val_bits_per_char']:.3f}" in row
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "hf_ladder.cli", "run", "pretrain", str(DEFAULT_RECIPE), *TINY,
            f"run_dir={tmp_path}", "pretrain.max_steps=300", "pretrain.save_steps=10", "pretrain.eval_steps=100",
@@ -123,3 +135,16 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
     metrics = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
     assert metrics["global_step"] == 300
+
+
+def test_llama_style_model_trains_and_reloads(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    llama = ("model={model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
+             "num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}")
+    recipe = tiny_recipe(tmp_path, llama, "pretrain.max_steps=20", "monitor.sample_every=10")
+    result = run_stage("pretrain", recipe)
+    assert result.status == "finished"
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert model.config.model_type == "llama" and model.config.num_key_value_heads == 2
+    assert result.metrics["val_loss"] < math.log(model.config.vocab_size)

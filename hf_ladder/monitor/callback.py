@@ -53,9 +53,10 @@ class SampleMonitor(TrainerCallback):
     # ------------------------------------------------------------------------------ trainer events
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """Rebuild the rounds from `samples.jsonl`: on a resumed run, keep the rows up to the checkpoint's step
-        (later ones are sampled again) so the halt streak carries over."""
-        rows, self.rounds = [], []
+        """Rebuild the readings of a resumed run: sample rows up to the checkpoint's step (later ones are
+        sampled again), so the halt streak and memorization alerts carry over; evaluations from the
+        restored log history, so the overfitting check does too."""
+        rows, self.rounds, self.alerts = [], [], []
         if self.samples_path.exists():
             rows = [json.loads(line) for line in self.samples_path.read_text(encoding="utf-8").splitlines() if line]
             rows = [r for r in rows if r["step"] <= state.global_step]
@@ -64,6 +65,13 @@ class SampleMonitor(TrainerCallback):
             judged = [r["coherence"] for r in rows if r["step"] == step and r["decoding"] == self.judged]
             if judged:
                 self.rounds.append({"step": step, "coherence": sum(judged) / len(judged)})
+        self.alerts = [{"type": "memorization", "step": r["step"], "prompt": r["prompt"], "loss": r["loss"],
+                        **r["memorized"]} for r in rows if "memorized" in r]
+        self.evals = []
+        for h in state.log_history:
+            if "eval_loss" in h:
+                self.evals.append({"step": h["step"], "train_loss": _last_train_loss(state.log_history, h["step"]),
+                                   "eval_loss": h["eval_loss"]})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.cfg.sample_every == 0:
@@ -76,9 +84,7 @@ class SampleMonitor(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics:
             return
-        train_losses = [h["loss"] for h in state.log_history if "loss" in h and h["step"] <= state.global_step]
-        train = train_losses[-1] if train_losses else float("nan")
-        val = metrics["eval_loss"]
+        train, val = _last_train_loss(state.log_history, state.global_step), metrics["eval_loss"]
         self.evals.append({"step": state.global_step, "train_loss": train, "eval_loss": val})
         if state.is_world_process_zero:
             print(f"[eval] step {state.global_step} | train loss {train:.3f} | val loss {val:.3f} "
@@ -169,6 +175,12 @@ class SampleMonitor(TrainerCallback):
                       f"{m['words']} words match training document {m['train_doc']} at char {m['train_char']}:\n"
                       f"    {m['train_span'][:400]!r}")
             print()
+
+
+def _last_train_loss(log_history: list[dict], step: int) -> float:
+    """The training loss last logged at or before `step` (nan before the first log)."""
+    losses = [h["loss"] for h in log_history if "loss" in h and h["step"] <= step]
+    return losses[-1] if losses else float("nan")
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:

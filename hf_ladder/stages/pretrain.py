@@ -29,6 +29,12 @@ from hf_ladder.runs import Context, StageResult, save_model, write_json, write_y
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
+    """Pretrain the recipe's model on its corpus (`cfg`: TrainingArguments keys) and score it.
+
+    Raises:
+        DataError: the corpus is missing, empty or unreadable (before any model is built).
+        RecipeError: the block size does not fit an `init_from` model's context.
+    """
     start = time.time()
     recipe, out = ctx.recipe, ctx.run.stage_dir("pretrain")
     out.mkdir(parents=True, exist_ok=True)
