@@ -5,6 +5,8 @@
       <stage>/
         model/                 safetensors + config + tokenizer + generation_config (plain from_pretrained)
         checkpoints/           Trainer checkpoints while the stage runs (a rerun resumes from the last)
+        tokenizer/             pretrain's trained tokenizer, kept so a resumed run uses the same one
+        alerts.json            the sample monitor's memorization and overfitting alerts
         metrics.json           flat name -> number
         samples.jsonl          step, prompt, decoding, text, coherence, loss
         log_history.json       the Trainer's log history
