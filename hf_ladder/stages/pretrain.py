@@ -78,7 +78,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     val = score_text(model, tokenizer, corpus.validation_text, block_size)
     train_sample = "\n\n".join(corpus.train)[: len(corpus.validation_text)]
     train = score_text(model, tokenizer, train_sample, block_size)
-    tokens_run = (trainer.state.global_step - first_step) * global_batch * block_size
+    tokens_per_step = global_batch * block_size
+    tokens_run = (trainer.state.global_step - first_step) * tokens_per_step
     total, non_embedding = count_parameters(model)
     metrics = {
         **val.as_metrics("val_"), **train.as_metrics("train_"),
@@ -86,9 +87,9 @@ def run(cfg: dict, ctx: Context) -> StageResult:
         "tokens_per_second": tokens_run / max(output.metrics["train_runtime"], 1e-9),
         "train_runtime_s": output.metrics["train_runtime"],
         "global_step": trainer.state.global_step,
-        "tokens_seen": trainer.state.global_step * global_batch * block_size,
+        "tokens_seen": trainer.state.global_step * tokens_per_step,
         "parameters": total, "parameters_non_embedding": non_embedding,
-        "tokens_per_parameter": trainer.state.global_step * global_batch * block_size / total,
+        "tokens_per_parameter": trainer.state.global_step * tokens_per_step / total,
         "coherence_final": monitor.rounds[-1]["coherence"],
         "memorization_alerts": sum(a["type"] == "memorization" for a in monitor.alerts),
         "overfitting_alerts": sum(a["type"] == "overfitting" for a in monitor.alerts),
