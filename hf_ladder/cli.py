@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from hf_ladder.data.corpus import DataError
 from hf_ladder.recipe import STAGE_ORDER, RecipeError, load_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TRL 1.16 still calls transformers' renamed `is_gradient_checkpointing`; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     parser = argparse.ArgumentParser(prog="hf-ladder", description=__doc__.split("\n\n")[0].strip("` "),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,16 +63,28 @@ def cmd_run(args) -> int:
     return 0 if result.status == "finished" else 3
 
 
+# What the rung table shows for each stage: (label, metric, format).
+HEADLINES = {
+    "pretrain": [("val bits/char", "val_bits_per_char", ".3f"), ("val loss", "val_loss", ".3f"),
+                 ("train-val gap", "train_val_gap", "+.3f")],
+    "sft": [("held-out loss", "heldout_loss_after", ".3f"), ("before", "heldout_loss_before", ".3f"),
+            ("ends with eos", "eos_rate_after", ".0%")],
+    "dpo": [("held-out margin", "heldout_rewards_margins_after", "+.3f"),
+            ("reward acc", "heldout_rewards_accuracies_after", ".0%"), ("pref acc", "pref_accuracy_after", ".0%"),
+            ("before", "pref_accuracy_before", ".0%")],
+}
+
+
 def cmd_ladder(args) -> int:
     from hf_ladder.ladder import run_ladder
 
     results = run_ladder(load_recipe(args.recipe, args.overrides), force=args.force)
-    print("\nrung        status     val loss  bits/char  bits/byte  coherence")
+    print("\nrung      status    readings")
     for r in results:
-        m = r.metrics
-        print(f"{r.stage:<11} {r.status:<10} {m.get('val_loss', float('nan')):8.3f}  "
-              f"{m.get('val_bits_per_char', float('nan')):9.3f}  {m.get('val_bits_per_byte', float('nan')):9.3f}  "
-              f"{m.get('coherence_final', float('nan')):9.1f}")
+        cells = [f"{label} {r.metrics[key]:{fmt}}" for label, key, fmt in HEADLINES.get(r.stage, [])
+                 if key in r.metrics]
+        cells.append(f"coherence {r.metrics.get('coherence_final', float('nan')):.0f}")
+        print(f"{r.stage:<9} {r.status:<9} " + " · ".join(cells))
     return 0 if results and all(r.status == "finished" for r in results) else 3
 
 
@@ -94,9 +109,10 @@ def cmd_generate(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, use_safetensors=True)
     config = generation_config(tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-    text, loss = generate(model, tokenizer, args.prompt, config, seed=args.seed)
-    print(args.prompt + text)
-    print(f"\n[{'greedy' if args.temperature == 0 else 'sampled'} · loss {loss:.3f} nats/token]", file=sys.stderr)
+    sample = generate(model, tokenizer, args.prompt, config, seed=args.seed)
+    print(args.prompt + sample.text)
+    print(f"\n[{'greedy' if args.temperature == 0 else 'sampled'} · {sample.tokens} tokens · "
+          f"{'ended' if sample.ended else 'length limit'} · loss {sample.loss:.3f} nats/token]", file=sys.stderr)
     return 0
 
 

@@ -6,46 +6,70 @@ transformers falls back to top_k=50 when it is left unset.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
 
+from hf_ladder.data.chat import end_of_turn_ids
+
 
 def generation_config(tokenizer, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
-                      top_p: float = 1.0, repetition_penalty: float = 1.0) -> GenerationConfig:
-    """A complete GenerationConfig: greedy when temperature is 0, else sampling with exactly these filters."""
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                      top_p: float = 1.0, repetition_penalty: float = 1.0,
+                      eos_token_id: int | list[int] | None = None) -> GenerationConfig:
+    """A complete GenerationConfig: greedy when temperature is 0, else sampling with exactly these filters;
+    it stops at `eos_token_id` (default: the tokenizer's eos and, where it has one, the chat end-of-turn)."""
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": eos_token_id or end_of_turn_ids(tokenizer),
            "bos_token_id": tokenizer.bos_token_id}
-    if temperature == 0:
-        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
+    if temperature == 0:  # sampling fields at their neutral defaults: unset ones would come from the model's config
+        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
                                 repetition_penalty=repetition_penalty, **ids)
     return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, **ids)
 
 
+def fit_context(model, enc, config: GenerationConfig):
+    """Keep prompt + continuation inside the model's context: a long prompt keeps its end, and
+    max_new_tokens shrinks to the room left. Returns (encoding, config)."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is None:
+        return enc, config
+    enc = {k: v[:, -(positions - 1):] for k, v in enc.items()}  # (B, <= positions - 1)
+    room = positions - enc["input_ids"].shape[1]
+    if room < config.max_new_tokens:
+        config = copy.deepcopy(config)
+        config.max_new_tokens = room
+    return enc, config
+
+
+@dataclass
+class Sample:
+    text: str  # the continuation, without the prompt and special tokens
+    loss: float  # mean nats per generated token under the model (nan when nothing was generated)
+    ended: bool  # generation stopped at an end token (eos / end of turn) rather than at the length limit
+    tokens: int  # generated tokens, the end token included
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int | None = None) -> tuple[str, float]:
+def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int | None = None) -> Sample:
     """Continue `prompt` (batch 1, KV cache on) and score the continuation. The continuation stops at the
     model's context length (a long prompt keeps its end).
 
     Returns:
-        (continuation text without the prompt and special tokens, per-sample loss): the loss is the mean
-        negative log-likelihood in nats of the generated tokens under the same model, teacher-forced
-        (nan when nothing was generated). Sampling draws from a forked RNG seeded with `seed`, so the
-        caller's random state (data order, dropout) is untouched.
+        a `Sample`; its loss is the mean negative log-likelihood in nats of the generated tokens under the
+        same model, teacher-forced (the per-sample loss the monitor reads). Sampling draws from a forked RNG
+        seeded with `seed`, so the caller's random state (data order, dropout) is untouched.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    enc = tokenizer(prompt, return_tensors="pt").to(device)
-    room = config.max_new_tokens
-    if (positions := getattr(model.config, "max_position_embeddings", None)) is not None:
-        enc = {k: v[:, -(positions - 1):] for k, v in enc.items()}  # keep the prompt's end, and room for one token
-        room = min(room, positions - enc["input_ids"].shape[1])  # never past the model's context
+    enc, config = fit_context(model, tokenizer(prompt, return_tensors="pt").to(device), config)
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         if seed is not None:
             torch.manual_seed(seed)
-        out = model.generate(**enc, generation_config=config, max_new_tokens=room)  # (1, prompt + new)
+        out = model.generate(**enc, generation_config=config)  # (1, prompt + new)
     n_prompt = enc["input_ids"].shape[1]
     new = out[0, n_prompt:]
     loss = float("nan")
@@ -53,4 +77,39 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int 
         logits = model(input_ids=out).logits[0, n_prompt - 1: -1].float()  # (new, vocab): predicts each new token
         loss = F.cross_entropy(logits, new).item()
     model.train(was_training)
-    return tokenizer.decode(new, skip_special_tokens=True), loss
+    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    return Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss,
+                  ended=bool(len(new)) and int(new[-1]) in ends, tokens=len(new))
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfig, seed: int | None = None,
+                   batch_size: int = 32) -> list[Sample]:
+    """`generate` for many prompts at once: left-padded batches (prompts in the given order), the same
+    decoding and context limit. Per-sample losses are not computed (nan); `ended` and `tokens` are.
+
+    Shapes: each batch is (batch, longest prompt) ids, left-padded; outputs (batch, prompt + new).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    samples = []
+    try:
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for i in range(0, len(prompts), batch_size):
+                enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True).to(device)
+                enc, fitted = fit_context(model, enc, config)
+                out = model.generate(**enc, generation_config=fitted)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                for row in out.tolist():
+                    stop = next((j for j, t in enumerate(row) if t in ends), None)
+                    new = row if stop is None else row[: stop + 1]
+                    samples.append(Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=float("nan"),
+                                          ended=stop is not None, tokens=len(new)))
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return samples

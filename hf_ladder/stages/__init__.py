@@ -1,5 +1,5 @@
 """The ladder's stages. Each is a module with `run(cfg, ctx) -> StageResult` (the stage contract, DESIGN.md)."""
 
-from hf_ladder.stages import pretrain
+from hf_ladder.stages import dpo, pretrain, sft
 
-STAGES = {"pretrain": pretrain.run}
+STAGES = {"pretrain": pretrain.run, "sft": sft.run, "dpo": dpo.run}

@@ -9,8 +9,6 @@ text (and on as much training text, for the gap), tokens/s, wall time, and the m
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -20,12 +18,11 @@ from hf_ladder.data.corpus import load_corpus
 from hf_ladder.data.packing import lm_dataset, pack
 from hf_ladder.data.tokenizer import encode_documents, get_tokenizer
 from hf_ladder.eval.perplexity import score_text
-from hf_ladder.generate import generation_config
 from hf_ladder.modeling import build_model, context_length, count_parameters, describe_scale
-from hf_ladder.monitor.callback import SampleMonitor
-from hf_ladder.plots import plot_losses
-from hf_ladder.recipe import RecipeError, accelerator_available
-from hf_ladder.runs import Context, StageResult, save_model, write_json, write_yaml
+from hf_ladder.monitor import SampleMonitor
+from hf_ladder.recipe import RecipeError
+from hf_ladder.runs import Context, StageResult
+from hf_ladder.stages.common import monitor_metrics, status_of, train, training_defaults, write_outputs
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
@@ -53,7 +50,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     model = build_model(recipe.model, tokenizer)
     if (ctx_len := context_length(model)) is not None and block_size > ctx_len:
         raise RecipeError(f"data.block_size: {block_size} is above the model's context ({ctx_len} positions)")
-    args = training_arguments(cfg, ctx, out)
+    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg, ctx))
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * len(train_blocks) / global_batch)
     print(describe_scale(model, train_blocks.numel(), steps * global_batch * block_size))
@@ -64,57 +61,31 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
                       eval_dataset=lm_dataset(val_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
-    last = last_complete_checkpoint(Path(args.output_dir))
-    if last:
-        print(f"resuming from {last}")
-    elif monitor.samples_path.exists():
-        monitor.samples_path.unlink()  # samples of an earlier attempt that left no checkpoint
-    first_step = int(Path(last).name.split("-")[-1]) if last else 0
-    if first_step == 0:
-        monitor.sample_round(model, 0, write=trainer.is_world_process_zero())  # what an untrained model says
-    output = trainer.train(resume_from_checkpoint=last)
+    output, first_step = train(trainer, monitor)
 
     # the numbers: exact scores on the whole validation text and on as much training text
-    val = score_text(model, tokenizer, corpus.validation_text, block_size)
+    val_score = score_text(model, tokenizer, corpus.validation_text, block_size)
     train_sample = "\n\n".join(corpus.train)[: len(corpus.validation_text)]
-    train = score_text(model, tokenizer, train_sample, block_size)
+    train_score = score_text(model, tokenizer, train_sample, block_size)
     tokens_per_step = global_batch * block_size
     tokens_run = (trainer.state.global_step - first_step) * tokens_per_step
     total, non_embedding = count_parameters(model)
     metrics = {
-        **val.as_metrics("val_"), **train.as_metrics("train_"),
-        "train_val_gap": val.loss - train.loss,
+        **val_score.as_metrics("val_"), **train_score.as_metrics("train_"),
+        "train_val_gap": val_score.loss - train_score.loss,
         "tokens_per_second": tokens_run / max(output.metrics["train_runtime"], 1e-9),
         "train_runtime_s": output.metrics["train_runtime"],
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.global_step * tokens_per_step,
         "parameters": total, "parameters_non_embedding": non_embedding,
         "tokens_per_parameter": trainer.state.global_step * tokens_per_step / total,
-        "coherence_final": monitor.rounds[-1]["coherence"],
-        "memorization_alerts": sum(a["type"] == "memorization" for a in monitor.alerts),
-        "overfitting_alerts": sum(a["type"] == "overfitting" for a in monitor.alerts),
-        "halted": int(monitor.halted is not None),
+        **monitor_metrics(monitor),
     }
-    status, reason = "finished", None
-    if monitor.halted:
-        status, reason = "halted", monitor.halted
-    elif monitor.stopped_overfit:
-        status, reason = "stopped", monitor.stopped_overfit
-
-    if trainer.is_world_process_zero():
-        g = recipe.monitor.generation
-        model.generation_config = generation_config(tokenizer, g.max_new_tokens, g.temperature, g.top_k, g.top_p,
-                                                    g.repetition_penalty)
-        save_model(model, tokenizer, out / "model")
-        metrics["wall_time_s"] = time.time() - start
-        write_json(out / "metrics.json", metrics)
-        write_json(out / "log_history.json", trainer.state.log_history)
-        write_json(out / "alerts.json", monitor.alerts)
-        write_yaml(out / "recipe.resolved.yaml", recipe.to_dict())
-        plot_losses(trainer.state.log_history, out / "loss.png", f"{recipe.name} · pretrain", monitor.alerts,
-                    halted_step=trainer.state.global_step if monitor.halted else None)
-    print(f"pretrain {status}: val loss {val.loss:.3f} (ppl {val.perplexity:.1f}) | "
-          f"{val.bits_per_char:.3f} bits/char | {val.bits_per_byte:.3f} bits/byte | train-val gap "
+    status, reason = status_of(monitor)
+    metrics["wall_time_s"] = time.time() - start
+    write_outputs("pretrain", ctx, trainer, monitor, model, tokenizer, metrics)
+    print(f"pretrain {status}: val loss {val_score.loss:.3f} (ppl {val_score.perplexity:.1f}) | "
+          f"{val_score.bits_per_char:.3f} bits/char | {val_score.bits_per_byte:.3f} bits/byte | train-val gap "
           f"{metrics['train_val_gap']:+.3f} nats | {metrics['tokens_per_second']:,.0f} tokens/s"
           + (f"\n{reason}" if reason else ""))
     return StageResult(stage="pretrain", status=status, model_dir=str(out / "model"), metrics=metrics,
@@ -124,31 +95,6 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                                "init_from": recipe.model.get("init_from"), "world_size": args.world_size,
                                "per_device_train_batch_size": args.per_device_train_batch_size,
                                "global_batch": global_batch, "block_size": block_size})
-
-
-def training_arguments(cfg: dict, ctx: Context, out: Path) -> TrainingArguments:
-    """The recipe's TrainingArguments over the ladder's defaults: the CPU when there is no accelerator,
-    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to the console only,
-    use the recipe's seed."""
-    every = ctx.recipe.monitor.sample_every
-    defaults = {"use_cpu": not accelerator_available(), "eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every,
-                "save_total_limit": 2, "logging_steps": max(1, min(every // 2, 50)), "report_to": "none",
-                "seed": ctx.recipe.seed, "per_device_eval_batch_size": cfg.get("per_device_train_batch_size", 8)}
-    return TrainingArguments(output_dir=str(out / "checkpoints"), **{**defaults, **cfg})
-
-
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest `checkpoint-N` that the Trainer finished writing (its `trainer_state.json` is written last
-    and parses). Newer, half-written ones, left by a run killed while saving, are removed."""
-    steps = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name[11:].isdigit())
-    for _, path in reversed(steps):
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-            return str(path)
-        except (OSError, ValueError):
-            print(f"removing {path}: incomplete (the run was stopped while saving it)")
-            shutil.rmtree(path)
-    return None
 
 
 def _tokenizer(recipe, train_docs: list[str], saved: Path):

@@ -1,0 +1,161 @@
+"""What every training stage shares: the ladder's TrainingArguments defaults, resuming from the last
+complete checkpoint, the base model a stage starts from, and writing the stage's outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from hf_ladder.generate import generation_config
+from hf_ladder.monitor import SampleMonitor
+from hf_ladder.plots import plot_losses
+from hf_ladder.recipe import RecipeError, accelerator_available
+from hf_ladder.runs import Context, save_model, write_json, write_yaml
+
+
+def training_defaults(cfg: dict, ctx: Context) -> dict:
+    """The recipe's stage arguments over the ladder's defaults: the CPU when there is no accelerator,
+    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to the console only,
+    use the recipe's seed."""
+    every = ctx.recipe.monitor.sample_every
+    defaults = {"use_cpu": not accelerator_available(), "eval_strategy": "steps", "eval_steps": every,
+                "save_strategy": "steps", "save_steps": every, "save_total_limit": 2,
+                "logging_steps": max(1, min(every // 2, 50)), "report_to": "none", "seed": ctx.recipe.seed,
+                "per_device_eval_batch_size": cfg.get("per_device_train_batch_size", 8)}
+    return {**defaults, **cfg}
+
+
+def base_model(stage: str, cfg: dict, ctx: Context) -> str:
+    """The model a stage starts from: `model_name_or_path` in its recipe section, else the model of the
+    stage below it in the run manifest.
+
+    Raises:
+        RecipeError: neither exists.
+    """
+    if cfg.get("model_name_or_path"):
+        return cfg["model_name_or_path"]
+    if ctx.previous is None:
+        raise RecipeError(f"{stage}: no model to start from; run the stage below it first "
+                          f"(e.g. `hf-ladder run pretrain {ctx.recipe.source}`) or set {stage}.model_name_or_path")
+    print(f"{stage}: starting from {ctx.previous.stage} ({ctx.previous.model_dir})")
+    return ctx.previous.model_dir
+
+
+def tuning_tokenizer(stage: str, base: str):
+    """The base model's tokenizer, checked for fine-tuning: pad must differ from eos.
+
+    Raises:
+        RecipeError: pad is missing or equals eos (padding would mask the eos labels, and the model would
+            never learn to stop).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise RecipeError(f"{stage}: the tokenizer of {base} pads with its eos token ({tokenizer.eos_token!r}); "
+                          f"padding would mask the eos labels and the model would never learn to stop. "
+                          f"Give it a distinct pad token (the ladder's own BPE tokenizer has one).")
+    return tokenizer
+
+
+def check_max_length(stage: str, max_length: int | None, model) -> None:
+    """Raises RecipeError when `max_length` is above the model's context (positions would overflow)."""
+    from hf_ladder.modeling import context_length
+
+    positions = context_length(model)
+    if max_length and positions and max_length > positions:
+        raise RecipeError(f"{stage}.max_length: {max_length} is above the model's context ({positions} positions)")
+
+
+def prompt_tokens(row: dict, tokenizer) -> int:
+    """Tokens of a row's prompt as TRL sees it (bos included where the tokenizer adds it; for `messages`:
+    every turn but the last, plus the assistant header)."""
+    if "messages" in row:
+        text = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(row["prompt"])["input_ids"])
+
+
+def drop_long_prompts(stage: str, rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Drop the rows whose prompt alone fills `max_length`: truncation would leave nothing of their
+    completion to train on. Returns (kept rows, number dropped) and says how many went.
+
+    Raises:
+        RecipeError: no row is left.
+    """
+    kept = [r for r in rows if prompt_tokens(r, tokenizer) < max_length]
+    if len(kept) < len(rows):
+        print(f"{stage}: dropped {len(rows) - len(kept):,} of {len(rows):,} rows whose prompt alone fills "
+              f"max_length={max_length}: none of their completion would be trained")
+    if not kept:
+        raise RecipeError(f"{stage}.max_length: {max_length} tokens leave no room for any completion; raise it")
+    return kept, len(rows) - len(kept)
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-N` that the Trainer finished writing (its `trainer_state.json` is written last
+    and parses). Newer, half-written ones, left by a run killed while saving, are removed."""
+    steps = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name[11:].isdigit())
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            print(f"removing {path}: incomplete (the run was stopped while saving it)")
+            shutil.rmtree(path)
+    return None
+
+
+def train(trainer, monitor: SampleMonitor):
+    """Train, resuming from the last complete checkpoint; a fresh start first samples the untrained model
+    (step 0), so every stage shows its samples before and after.
+
+    Returns:
+        (the Trainer's TrainOutput, the step training started from).
+    """
+    last = last_complete_checkpoint(Path(trainer.args.output_dir))
+    if last:
+        print(f"resuming from {last}")
+    elif monitor.samples_path.exists():
+        monitor.samples_path.unlink()  # samples of an earlier attempt that left no checkpoint
+    first_step = int(Path(last).name.split("-")[-1]) if last else 0
+    if first_step == 0:
+        monitor.sample_round(trainer.model, 0, write=trainer.is_world_process_zero())
+    return trainer.train(resume_from_checkpoint=last), first_step
+
+
+def status_of(monitor: SampleMonitor) -> tuple[str, str | None]:
+    """("finished" | "halted" | "stopped", reason) from the monitor's readings."""
+    if monitor.halted:
+        return "halted", monitor.halted
+    if monitor.stopped_overfit:
+        return "stopped", monitor.stopped_overfit
+    return "finished", None
+
+
+def monitor_metrics(monitor: SampleMonitor) -> dict[str, float]:
+    """The monitor's readings as flat metrics."""
+    return {"coherence_final": monitor.rounds[-1]["coherence"],
+            "memorization_alerts": sum(a["type"] == "memorization" for a in monitor.alerts),
+            "overfitting_alerts": sum(a["type"] == "overfitting" for a in monitor.alerts),
+            "halted": int(monitor.halted is not None)}
+
+
+def write_outputs(stage: str, ctx: Context, trainer, monitor: SampleMonitor, model, tokenizer,
+                  metrics: dict[str, float]) -> None:
+    """Save the model (with the recipe's decoding as its generation_config) and the stage's files
+    (metrics.json, log_history.json, alerts.json, recipe.resolved.yaml, loss.png), on the main process."""
+    if not trainer.is_world_process_zero():
+        return
+    out, recipe = ctx.run.stage_dir(stage), ctx.recipe
+    g = recipe.monitor.generation
+    model.generation_config = generation_config(tokenizer, g.max_new_tokens, g.temperature, g.top_k, g.top_p,
+                                                g.repetition_penalty)
+    save_model(model, tokenizer, out / "model")
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "log_history.json", trainer.state.log_history)
+    write_json(out / "alerts.json", monitor.alerts)
+    write_yaml(out / "recipe.resolved.yaml", recipe.to_dict())
+    plot_losses(trainer.state.log_history, out / "loss.png", f"{recipe.name} · {stage}", monitor.alerts,
+                halted_step=trainer.state.global_step if monitor.halted else None)
