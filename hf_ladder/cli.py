@@ -71,7 +71,7 @@ HEADLINES = {
             ("ends with eos", "eos_rate_after", ".0%")],
     "dpo": [("held-out margin", "heldout_rewards_margins_after", "+.3f"),
             ("reward acc", "heldout_rewards_accuracies_after", ".0%"), ("pref acc", "pref_accuracy_after", ".0%"),
-            ("before", "pref_accuracy_before", ".0%")],
+            ("before", "pref_accuracy_before", ".0%"), ("ends with eos", "eos_rate_after", ".0%")],
 }
 
 

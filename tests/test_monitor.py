@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_recipe
 
 from hf_ladder.data.corpus import DataConfig, load_corpus, load_play
 from hf_ladder.data.tokenizer import train_bpe
 from hf_ladder.ladder import run_stage
 from hf_ladder.monitor import NgramIndex
-
-from conftest import tiny_recipe
 
 SONNET_18 = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:

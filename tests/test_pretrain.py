@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import DEFAULT_RECIPE, TINY, tiny_recipe
 
 from hf_ladder import cli
 from hf_ladder.data.corpus import load_corpus
 from hf_ladder.ladder import run_stage
-
-from conftest import DEFAULT_RECIPE, TINY, tiny_recipe
 
 STEPS = 120
 

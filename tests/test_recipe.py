@@ -5,11 +5,10 @@ from unittest import mock
 
 import pytest
 import yaml
+from conftest import DEFAULT_RECIPE, ROOT
 
 from hf_ladder import cli
 from hf_ladder.recipe import RecipeError, load_recipe
-
-from conftest import DEFAULT_RECIPE, ROOT
 
 
 def test_every_shipped_recipe_validates(capsys):
@@ -74,7 +73,8 @@ def test_all_problems_are_reported_together():
 
 def test_overrides_are_typed_and_nested(tmp_path):
     r = load_recipe(DEFAULT_RECIPE, ["pretrain.max_steps=40", "pretrain.learning_rate=3e-4", f"run_dir={tmp_path}",
-                                     "monitor.generation.top_k=5", "data.path=../shared/data/tinyshakespeare/input.txt"])
+                                     "monitor.generation.top_k=5",
+                                     "data.path=../shared/data/tinyshakespeare/input.txt"])
     assert r.stages["pretrain"]["max_steps"] == 40
     assert r.stages["pretrain"]["learning_rate"] == pytest.approx(3e-4)  # YAML reads 3e-4 as a string
     assert r.run_dir == str(tmp_path)

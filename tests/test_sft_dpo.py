@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_recipe
 from datasets import Dataset
 
 from hf_ladder.data.corpus import DataError
@@ -14,13 +15,12 @@ from hf_ladder.data.sft import load_sft_data
 from hf_ladder.ladder import run_stage
 from hf_ladder.recipe import DatasetArgs, RecipeError
 from hf_ladder.runs import Context, Run
-from hf_ladder.stages import dpo, sft
-
-from conftest import tiny_recipe
+from hf_ladder.stages import sft
 
 STAGES = ["sft.max_steps=80", "sft.max_train_samples=1500", "sft.max_eval_samples=60", "sft.learning_rate=2e-3",
-          "sft.bf16=false", "dpo.max_steps=80", "dpo.max_train_samples=1280", "dpo.learning_rate=1e-3", "dpo.max_eval_samples=60",
-          "dpo.bf16=false", "monitor.sample_every=40", "monitor.generation.max_new_tokens=48"]
+          "sft.bf16=false", "dpo.max_steps=80", "dpo.max_train_samples=1280", "dpo.learning_rate=1e-3",
+          "dpo.max_eval_samples=60", "dpo.bf16=false", "monitor.sample_every=40",
+          "monitor.generation.max_new_tokens=48"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,8 @@ def test_hh_rlhf_splits_at_the_last_assistant_turn(data_dir):
     rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
     pair = from_hh(rows[0])
     assert pair["prompt"].endswith("\n\nAssistant:") and pair["prompt"].startswith("\n\nHuman:")
-    assert rows[0]["chosen"] == pair["prompt"] + pair["chosen"] and rows[0]["rejected"] == pair["prompt"] + pair["rejected"]
+    assert rows[0]["chosen"] == pair["prompt"] + pair["chosen"]
+    assert rows[0]["rejected"] == pair["prompt"] + pair["rejected"]
     assert "\n\nAssistant:" not in pair["chosen"]
     train, test, _ = load_preference_data(DatasetArgs(dataset_name=str(path), test_split_size=0.1,
                                                       max_eval_samples=10_000), [], seed=0)
@@ -166,3 +167,4 @@ def test_dpo_chains_from_sft_and_prefers_the_real_reply(sft_result, base_run):
     assert m["heldout_rewards_accuracies_after"] > m["heldout_rewards_accuracies_before"]
     assert m["pref_logp_margin_after"] > m["pref_logp_margin_before"]  # its own likelihoods moved to the chosen
     assert m["heldout_rewards_chosen_after"] > m["heldout_rewards_rejected_after"]
+    assert 0 <= m["eos_rate_after"] <= 1 and 0 <= m["eos_rate_before"] <= 1  # read: does it still stop?

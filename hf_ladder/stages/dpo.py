@@ -22,15 +22,26 @@ from trl import DPOConfig, DPOTrainer
 from hf_ladder.data.preference import clean_pairs, load_preference_data
 from hf_ladder.data.sft import to_dataset
 from hf_ladder.data.tokenizer import with_bos
-from hf_ladder.eval.pairs import preference_accuracy
+from hf_ladder.eval.pairs import eos_rate, preference_accuracy
 from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.recipe import DatasetArgs
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.stages.common import (base_model, check_max_length, drop_long_prompts, monitor_metrics, status_of,
-                                     train, training_defaults, tuning_tokenizer, write_outputs)
+from hf_ladder.stages.common import (
+    base_model,
+    check_max_length,
+    drop_long_prompts,
+    global_batch,
+    monitor_metrics,
+    status_of,
+    train,
+    training_defaults,
+    tuning_tokenizer,
+    write_outputs,
+)
 
 DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}
+EOS_PROMPTS = 50  # held-out prompts whose greedy answers are checked for eos
 TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 
@@ -65,7 +76,8 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     train_pairs, _ = drop_long_prompts("dpo", train_pairs, tokenizer, args.max_length)
     test_pairs, _ = drop_long_prompts("dpo", test_pairs, tokenizer, args.max_length)
     print(f"data: {source}: {len(train_pairs):,} training pairs, {len(test_pairs):,} held out")
-    monitor_cfg = dataclasses.replace(recipe.monitor, prompts=[p["prompt"] for p in test_pairs[: len(recipe.monitor.prompts)]])
+    prompts = [p["prompt"] for p in test_pairs[: len(recipe.monitor.prompts)]]
+    monitor_cfg = dataclasses.replace(recipe.monitor, prompts=prompts)
     monitor = SampleMonitor(monitor_cfg, tokenizer, [p["prompt"] + p["chosen"] for p in train_pairs],
                             out / "samples.jsonl", seed=recipe.seed)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer, callbacks=[monitor],
@@ -79,10 +91,11 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     start = time.time()
     p = prepare(cfg, ctx)
     trainer, tokenizer = p.trainer, p.trainer.processing_class
-    before = held_out_metrics(trainer, p.held_out, "before")
+    max_new = ctx.recipe.monitor.generation.max_new_tokens
+    before = held_out_metrics(trainer, p.held_out, "before", max_new)
     print("before DPO (the SFT model): " + describe(before, "before"))
     output, _ = train(trainer, p.monitor)
-    after = held_out_metrics(trainer, p.held_out, "after")
+    after = held_out_metrics(trainer, p.held_out, "after", max_new)
     metrics = {**before, **after, "beta": trainer.args.beta, "global_step": trainer.state.global_step,
                "train_runtime_s": output.metrics["train_runtime"], **monitor_metrics(p.monitor)}
     status, reason = status_of(p.monitor)
@@ -93,20 +106,22 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                        metrics=metrics, reason=reason, wall_time_s=time.time() - start,
                        inputs={"base_model": trainer.model.name_or_path, "reference": "frozen copy of the base model",
                                "data": p.source, "world_size": trainer.args.world_size,
-                               "global_batch": trainer.args.per_device_train_batch_size
-                               * trainer.args.gradient_accumulation_steps * trainer.args.world_size})
+                               "global_batch": global_batch(trainer.args)})
 
 
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def held_out_metrics(trainer: DPOTrainer, pairs: list[dict], when: str) -> dict[str, float]:
-    """TRL's reward metrics on the held-out pairs, and the model's own log-likelihood preference."""
+def held_out_metrics(trainer: DPOTrainer, pairs: list[dict], when: str, max_new_tokens: int) -> dict[str, float]:
+    """TRL's reward metrics on the held-out pairs, the model's own log-likelihood preference, and whether its
+    greedy answers still end (preference tuning can teach a model to ramble)."""
     scores = trainer.evaluate()
     metrics = {f"heldout_{name.replace('/', '_')}_{when}": scores[f"eval_{name}"] for name in TRL_METRICS}
     metrics[f"heldout_loss_{when}"] = scores["eval_loss"]
     own = preference_accuracy(trainer.model, trainer.processing_class, pairs, trainer.args.max_length)
     metrics.update({f"{name}_{when}": value for name, value in own.items()})
+    metrics[f"eos_rate_{when}"] = eos_rate(trainer.model, trainer.processing_class,
+                                           [p["prompt"] for p in pairs[:EOS_PROMPTS]], max_new_tokens)
     return metrics
 
 
@@ -114,7 +129,8 @@ def describe(m: dict[str, float], when: str) -> str:
     return (f"held-out rewards chosen {m[f'heldout_rewards_chosen_{when}']:+.3f}, rejected "
             f"{m[f'heldout_rewards_rejected_{when}']:+.3f}, margin {m[f'heldout_rewards_margins_{when}']:+.3f}, "
             f"reward accuracy {m[f'heldout_rewards_accuracies_{when}']:.1%}; log-likelihood preference accuracy "
-            f"{m[f'pref_accuracy_{when}']:.1%} (mean margin {m[f'pref_logp_margin_{when}']:+.2f} nats)")
+            f"{m[f'pref_accuracy_{when}']:.1%} (mean margin {m[f'pref_logp_margin_{when}']:+.2f} nats); "
+            f"greedy answers ending with eos {m[f'eos_rate_{when}']:.0%}")
 
 
 def trl_pairs(pairs: list[dict], tokenizer) -> list[dict]:

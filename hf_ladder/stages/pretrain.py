@@ -22,7 +22,7 @@ from hf_ladder.modeling import build_model, context_length, count_parameters, de
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.recipe import RecipeError
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.stages.common import monitor_metrics, status_of, train, training_defaults, write_outputs
+from hf_ladder.stages.common import global_batch, monitor_metrics, status_of, train, training_defaults, write_outputs
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
@@ -51,11 +51,11 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     if (ctx_len := context_length(model)) is not None and block_size > ctx_len:
         raise RecipeError(f"data.block_size: {block_size} is above the model's context ({ctx_len} positions)")
     args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg, ctx))
-    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * len(train_blocks) / global_batch)
-    print(describe_scale(model, train_blocks.numel(), steps * global_batch * block_size))
+    batch = global_batch(args)
+    steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * len(train_blocks) / batch)
+    print(describe_scale(model, train_blocks.numel(), steps * batch * block_size))
     print(f"batch: {args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation "
-          f"x {args.world_size} process(es) = {global_batch} blocks = {global_batch * block_size:,} tokens per step")
+          f"x {args.world_size} process(es) = {batch} blocks = {batch * block_size:,} tokens per step")
 
     monitor = SampleMonitor(recipe.monitor, tokenizer, corpus.train, out / "samples.jsonl", seed=recipe.seed)
     trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
@@ -67,7 +67,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     val_score = score_text(model, tokenizer, corpus.validation_text, block_size)
     train_sample = "\n\n".join(corpus.train)[: len(corpus.validation_text)]
     train_score = score_text(model, tokenizer, train_sample, block_size)
-    tokens_per_step = global_batch * block_size
+    tokens_per_step = batch * block_size
     tokens_run = (trainer.state.global_step - first_step) * tokens_per_step
     total, non_embedding = count_parameters(model)
     metrics = {
@@ -94,7 +94,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                                f"byte-level BPE trained here (vocab {len(tokenizer)})",
                                "init_from": recipe.model.get("init_from"), "world_size": args.world_size,
                                "per_device_train_batch_size": args.per_device_train_batch_size,
-                               "global_batch": global_batch, "block_size": block_size})
+                               "global_batch": batch, "block_size": block_size})
 
 
 def _tokenizer(recipe, train_docs: list[str], saved: Path):

@@ -26,8 +26,18 @@ from hf_ladder.eval.pairs import eos_rate
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.recipe import RecipeError
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.stages.common import (base_model, check_max_length, drop_long_prompts, monitor_metrics, status_of,
-                                     train, training_defaults, tuning_tokenizer, write_outputs)
+from hf_ladder.stages.common import (
+    base_model,
+    check_max_length,
+    drop_long_prompts,
+    global_batch,
+    monitor_metrics,
+    status_of,
+    train,
+    training_defaults,
+    tuning_tokenizer,
+    write_outputs,
+)
 
 DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}
 EOS_PROMPTS = 50  # held-out prompts whose greedy answers are checked for eos
@@ -116,8 +126,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     return StageResult(stage="sft", status=status, model_dir=str(ctx.run.stage_dir("sft") / "model"),
                        metrics=metrics, reason=reason, wall_time_s=time.time() - start,
                        inputs={"base_model": trainer.model.name_or_path, "data": p.source,
-                               "global_batch": trainer.args.per_device_train_batch_size
-                               * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
+                               "global_batch": global_batch(trainer.args),
                                "world_size": trainer.args.world_size})
 
 
