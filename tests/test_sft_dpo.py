@@ -168,3 +168,23 @@ def test_dpo_chains_from_sft_and_prefers_the_real_reply(sft_result, base_run):
     assert m["pref_logp_margin_after"] > m["pref_logp_margin_before"]  # its own likelihoods moved to the chosen
     assert m["heldout_rewards_chosen_after"] > m["heldout_rewards_rejected_after"]
     assert 0 <= m["eos_rate_after"] <= 1 and 0 <= m["eos_rate_before"] <= 1  # read: does it still stop?
+
+
+def test_packed_sequences_do_not_attend_to_each_other(base_run):
+    import torch
+
+    p = sft.prepare({**base_run.stages["sft"], "packing": True}, context(base_run, "sft"))
+    ds = p.trainer.train_dataset
+    row = next(ds[i] for i in range(len(ds)) if len(ds[i]["seq_lengths"]) > 2)  # a row packing 3+ turns
+    batch = p.trainer.data_collator([row])
+    ids, pos = batch["input_ids"][0], batch["position_ids"][0]
+    starts = (pos == 0).nonzero().flatten().tolist() + [len(ids)]
+    assert len(starts) > 2
+    model = p.trainer.model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        for a, b in zip(starts, starts[1:]):
+            alone = model(input_ids=ids[a:b][None]).logits[0]
+            assert torch.allclose(packed[a:b], alone, atol=1e-4)
+    labels = batch["labels"][0]
+    assert all(labels[s] == -100 for s in starts[:-1])  # no loss across a boundary

@@ -12,6 +12,8 @@ stage reserves both markers, so no embedding is added.
 
 from __future__ import annotations
 
+from hf_ladder.data.tokenizer import adds_bos
+
 END_OF_TURN = "<|im_end|>"
 
 CHATML_WITH_GENERATION = (
@@ -42,8 +44,6 @@ def ensure_chat_template(tokenizer) -> bool:
 def render_prompt(tokenizer, messages: list[dict]) -> str:
     """The text a model continues for `messages` (the template with its generation prompt), without a
     leading bos that the tokenizer adds itself when generating."""
-    from hf_ladder.data.tokenizer import adds_bos
-
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     return text[len(bos):] if adds_bos(tokenizer) and text.startswith(bos) else text

@@ -230,7 +230,8 @@ def _read_text_files(path: str) -> list[str]:
     return [t for t in ds["text"] if t]
 
 
-TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+# Table files by extension -> the `datasets` builder that reads them (.gz: gzipped JSON lines, as hh-rlhf ships)
+TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".gz": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def _read_table(path: str, text_column: str) -> list[str]:

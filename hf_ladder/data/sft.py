@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from hf_ladder.data.corpus import DataError, load_play
+from hf_ladder.data.corpus import TABLE_FORMATS, DataError, load_play
 from hf_ladder.recipe import DatasetArgs
 
 ALPACA_PROMPT = ("Below is an instruction that describes a task{with_input}. Write a response that appropriately "
@@ -50,12 +50,9 @@ def dialogue_pairs(play_names: list[str], context_lines: int = 4, max_reply_line
 # ------------------------------------------------------------------------------------------- loading
 
 
-FILE_FORMATS = {".json": "json", ".jsonl": "json", ".gz": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
 def is_local(name: str) -> bool:
     """A dataset name that is a file path (by its extension or a leading ./, / or ~) rather than a Hub id."""
-    return Path(name).suffix in FILE_FORMATS or name.startswith((".", "/", "~"))
+    return Path(name).suffix in TABLE_FORMATS or name.startswith((".", "/", "~"))
 
 
 def load_rows(args: DatasetArgs, split: str) -> list[dict]:
@@ -70,7 +67,7 @@ def load_rows(args: DatasetArgs, split: str) -> list[dict]:
     if is_local(path):
         if not Path(path).is_file():
             raise DataError(f"dataset_name: {path} does not exist")
-        ds = load_dataset(FILE_FORMATS.get(Path(path).suffix, "json"), data_files=str(path), split="train")
+        ds = load_dataset(TABLE_FORMATS.get(Path(path).suffix, "json"), data_files=str(path), split="train")
     else:
         ds = load_dataset(path, args.dataset_config, split=split)
     return ds.to_list()
