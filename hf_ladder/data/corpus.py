@@ -150,6 +150,32 @@ def parse_play(name: str, markdown: str) -> Play:
     return play
 
 
+def scene_split(name: str, share: float, seed: int) -> tuple[list[str], list[str]]:
+    """One play's scenes as texts, split into (train scenes, held-out scenes): a seeded random `share` of
+    the scenes, at least one, is held out whole.
+
+    Raises:
+        DataError: the play has fewer than two scenes.
+    """
+    import random
+
+    scenes = ["\n\n".join(render(s) for s in scene.speeches) + "\n" for scene in load_play(name).scenes]
+    if len(scenes) < 2:
+        raise DataError(f"target_play: {name} has {len(scenes)} scene(s); nothing to hold out")
+    order = list(range(len(scenes)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: max(1, int(len(scenes) * share))])
+    return ([t for i, t in enumerate(scenes) if i not in held], [t for i, t in enumerate(scenes) if i in held])
+
+
+def top_speakers(name: str, n: int) -> list[str]:
+    """The `n` speakers with the most speeches in a play."""
+    from collections import Counter
+
+    counts = Counter(s.speaker for scene in load_play(name).scenes for s in scene.speeches)
+    return [speaker for speaker, _ in counts.most_common(n)]
+
+
 # ---------------------------------------------------------------------------------------- all sources
 
 

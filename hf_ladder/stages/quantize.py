@@ -1,0 +1,195 @@
+"""Quantize: 8-bit (LLM.int8) and 4-bit (nf4 / fp4) variants with `bitsandbytes`, each with its measured cost.
+
+Reads: the latest model below it in the run manifest (lora, dpo, sft or pretrain) or
+`quantize.model_name_or_path`; `quantize.variants` maps a name to BitsAndBytesConfig arguments (default:
+int8, nf4, fp4; compute dtype, double quant and the rest are BitsAndBytesConfig's own keys).
+Each variant is quantized on load, saved to `quantize/<variant>/model/`, reloaded from disk, and measured
+against the unquantized model on the same held-out text and prompts:
+- bytes on disk (the saved files) and in memory (the tensors' storage, bitsandbytes' quantization
+  constants included; `get_memory_footprint()` misses those of some backends), for the whole model and
+  for the linear layers that are quantized;
+- perplexity and bits per byte on the recipe's validation text, and the change relative to the original;
+- greedy generation tokens/s at batch 1 with the KV cache;
+- samples for the same prompts, with coherence scores, side by side in samples.jsonl.
+A variant the current device cannot run is reported as skipped, with the reason; no number is made up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from hf_ladder.data.corpus import load_corpus
+from hf_ladder.eval.perplexity import score_text
+from hf_ladder.generate import generate, generation_config
+from hf_ladder.monitor import coherence_score
+from hf_ladder.recipe import DEFAULT_VARIANTS
+from hf_ladder.runs import Context, StageResult, write_json, write_text, write_yaml
+from hf_ladder.stages.common import base_model
+
+QUANTIZED_LAYERS = ("Linear8bitLt", "Linear4bit")
+SPEED_TOKENS = 64  # new tokens per timed generation
+
+
+def run(cfg: dict, ctx: Context) -> StageResult:
+    """Quantize and measure every variant (see the module docstring); `cfg` is the recipe's `quantize:`."""
+    start = time.time()
+    recipe, out = ctx.recipe, ctx.run.stage_dir("quantize")
+    src = base_model("quantize", cfg, ctx)
+    metrics, rows, saved, skipped = quantize_and_measure(src, cfg.get("variants", DEFAULT_VARIANTS), recipe, out)
+    write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    metrics["wall_time_s"] = time.time() - start
+    write_json(out / "metrics.json", metrics)
+    write_yaml(out / "recipe.resolved.yaml", recipe.to_dict())
+    return StageResult(stage="quantize", status="finished" if saved else "stopped",
+                       model_dir=next(iter(saved.values()), str(out)), metrics=metrics,
+                       reason="; ".join(f"{k} skipped: {v}" for k, v in skipped.items()) or None,
+                       wall_time_s=time.time() - start,
+                       inputs={"source_model": src, "variants": saved, "skipped": skipped,
+                               "configs": cfg.get("variants", DEFAULT_VARIANTS)})
+
+
+def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path):
+    """Measure the full-precision model at `src`, then each variant: quantize on load, save to
+    `out/<variant>/model`, reload from disk, measure. Prints the comparison table.
+
+    Returns:
+        (flat metrics "<variant>_<name>", sample rows, {variant: saved folder}, {variant: why it was skipped}).
+    """
+    text = load_corpus(recipe.data).validation_text
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reference = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True).to(device)
+    linear_names = [n for n, m in reference.named_modules() if type(m).__name__ in ("Conv1D", "Linear")
+                    and n != "lm_head"]  # what bitsandbytes replaces (lm_head stays in full precision)
+    rows: list[dict] = []
+    ref = measure(reference, tokenizer, text, recipe, "fp32", rows, linear_names, disk=dir_bytes(Path(src)))
+    metrics = {f"fp32_{k}": v for k, v in ref.items()}
+    skipped, saved = {}, {}
+    for name, kwargs in variants.items():
+        print(f"\n-- {name}: BitsAndBytesConfig({', '.join(f'{k}={v}' for k, v in kwargs.items())})", flush=True)
+        dest = out / name / "model"
+        try:
+            quantized = AutoModelForCausalLM.from_pretrained(src, quantization_config=BitsAndBytesConfig(**kwargs),
+                                                             device_map={"": device}, use_safetensors=True)
+            save(quantized, tokenizer, dest)
+            del quantized
+            reloaded = AutoModelForCausalLM.from_pretrained(dest, device_map={"": device})  # from disk
+            m = measure(reloaded, tokenizer, text, recipe, name, rows, linear_names, disk=dir_bytes(dest))
+        except Exception as e:  # a backend this device cannot run: say so and go on
+            skipped[name] = f"{type(e).__name__}: {e}"
+            print(f"{name}: skipped on {device} ({skipped[name]})")
+            continue
+        m["perplexity_change"] = m["perplexity"] / ref["perplexity"] - 1
+        m["linear_bytes_ratio"] = m["linear_bytes"] / ref["linear_bytes"]
+        metrics.update({f"{name}_{k}": v for k, v in m.items()})
+        saved[name] = str(dest)
+    print(f"\n{src} on {device}:\n" + table(metrics, ["fp32", *saved]))
+    for name, why in skipped.items():
+        print(f"{name}: not measured ({why})")
+    return metrics, rows, saved, skipped
+
+
+def measure(model, tokenizer, text: str, recipe, name: str, rows: list[dict], linear_names: list[str],
+            disk: int) -> dict[str, float]:
+    """Size, quality and speed of one model; its samples are appended to `rows`."""
+    score = score_text(model, tokenizer, text, recipe.data.block_size)
+    modules = dict(model.named_modules())
+    out = {"disk_bytes": disk, "memory_bytes": tensor_bytes(model.modules()),
+           "linear_bytes": tensor_bytes(modules[n] for n in linear_names if n in modules),
+           "perplexity": score.perplexity, "bits_per_byte": score.bits_per_byte, "loss": score.loss,
+           "tokens_per_second": tokens_per_second(model, tokenizer, recipe.monitor.prompts[0])}
+    g = recipe.monitor.generation
+    for decoding, temperature in (("greedy", 0.0), ("sampled", g.temperature)):
+        config = generation_config(tokenizer, g.max_new_tokens, temperature, g.top_k, g.top_p)
+        for i, prompt in enumerate(recipe.monitor.prompts):
+            sample = generate(model, tokenizer, prompt, config, seed=recipe.seed + i)
+            rows.append({"variant": name, "prompt": prompt, "decoding": decoding, "text": sample.text,
+                         "coherence": round(coherence_score(sample.text), 2), "loss": round(sample.loss, 4)})
+    print(f"{name}: perplexity {score.perplexity:.2f} · {score.bits_per_byte:.4f} bits/byte · "
+          f"{out['memory_bytes'] / 1e6:.2f} MB in memory · {out['disk_bytes'] / 1e6:.2f} MB on disk · "
+          f"{out['tokens_per_second']:.0f} tokens/s")
+    return out
+
+
+def tensor_bytes(modules) -> int:
+    """Bytes of tensor storage held by these modules' own parameters and buffers, counting each storage
+    once, plus bitsandbytes' quantization state (4-bit absmax / code, 8-bit row scales) that lives outside
+    the parameters."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if t is not None and isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+
+    for module in modules:
+        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            add(t)
+            state = getattr(t, "quant_state", None)  # Params4bit
+            if state is not None:
+                add(state.absmax)
+                add(state.code)
+                nested = getattr(state, "state2", None)  # double quantization: the absmax, quantized again
+                if nested is not None:
+                    add(nested.absmax)
+                    add(nested.code)
+            add(getattr(t, "SCB", None))  # Int8Params row scales
+    return total
+
+
+@torch.no_grad()
+def tokens_per_second(model, tokenizer, prompt: str, repeats: int = 3) -> float:
+    """Greedy decoding speed at batch 1 with the KV cache: exactly SPEED_TOKENS new tokens, median of runs."""
+    device = next(model.parameters()).device
+    enc = tokenizer(prompt, return_tensors="pt").to(device)
+    room = getattr(model.config, "max_position_embeddings", 10**9) - enc["input_ids"].shape[1]
+    n = min(SPEED_TOKENS, room)
+    times = []
+    for _ in range(repeats + 1):  # the first run warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
+                       pad_token_id=tokenizer.pad_token_id)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return n / statistics.median(times[1:])
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of the weight files in a model folder (safetensors)."""
+    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+def save(model, tokenizer, dest: Path) -> None:
+    """Save a quantized model atomically (a temporary folder, then renamed into place)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def table(metrics: dict[str, float], names: list[str]) -> str:
+    """The fp32 / 8-bit / 4-bit comparison as a Markdown table."""
+    head = ("| variant | disk MB | memory MB | linear layers MB | × fp32 (linear) | perplexity | Δ perplexity "
+            "| bits/byte | tokens/s |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for n in names:
+        m = {k[len(n) + 1:]: v for k, v in metrics.items() if k.startswith(n + "_")}
+        lines.append(f"| {n} | {m['disk_bytes'] / 1e6:.2f} | {m['memory_bytes'] / 1e6:.2f} | "
+                     f"{m['linear_bytes'] / 1e6:.2f} | {m.get('linear_bytes_ratio', 1.0):.2f} | "
+                     f"{m['perplexity']:.2f} | {100 * m.get('perplexity_change', 0.0):+.2f} % | "
+                     f"{m['bits_per_byte']:.4f} | {m['tokens_per_second']:.0f} |")
+    return "\n".join(lines)
