@@ -1,0 +1,95 @@
+"""Benchmark scoring speed: our scorer (hf_ladder.eval.benchmarks) against lm-evaluation-harness, same numbers.
+
+    python bench/eval_speed.py [--model PATH] [--limit N] [--data-dir ../shared/data] [--tasks ...]
+
+Both score the same in-memory model (fp32) on the same local documents: ours through `benchmarks.evaluate`,
+lm-eval through `simple_evaluate` with an `HFLM` wrapping that model and task YAMLs written by
+`benchmarks.write_harness_tasks` (spec §3). Each side is timed per task, end to end from the loaded model
+(documents read, prompts built, scored, aggregated); lm-eval's stderr bootstrap is off (bootstrap_iters=0).
+Prints per task: documents/s for each, the ratio, and the largest absolute and relative differences over the
+metrics both report. Without --model, a randomly initialised tiny GPT-2 (GPT-2 tokenizer, n_positions 128) is built.
+A benchmark, not a test: the figures depend on the machine. Needs lm-eval (a dev dependency).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from hf_ladder.eval import benchmarks  # noqa: E402
+
+SUBJECTS = ["anatomy", "college_physics", "high_school_us_history", "marketing"]
+
+
+def tiny_model(data_dir: Path):
+    """A random 2-layer GPT-2 (n_embd 64, n_positions 128) with the GPT-2 tokenizer."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "gpt2-tokenizer")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=64, n_layer=2, n_head=2)
+    return GPT2LMHeadModel(config).eval(), tokenizer
+
+
+def time_ours(model, tokenizer, task, args) -> tuple[float, dict]:
+    start = time.perf_counter()
+    scores = benchmarks.evaluate(model, tokenizer, [task], args.data_dir, args.limit, SUBJECTS, args.batch_size,
+                                 progress=False)[task]
+    return time.perf_counter() - start, scores
+
+
+def time_harness(lm, task_dir, name, args) -> tuple[float, dict]:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    start = time.perf_counter()
+    results = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(task_dir)),
+                                      limit=args.limit, bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+    return time.perf_counter() - start, benchmarks.harness_metrics(results, name)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model directory or Hub id (default: a tiny random GPT-2)")
+    p.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--limit", type=int, default=200, help="documents per task (MMLU: per subject)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward, for both")
+    p.add_argument("--tasks", nargs="+", default=list(benchmarks.TASKS), choices=benchmarks.TASKS)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is faster for tiny "
+                                                "models on a busy machine)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from lm_eval.models.huggingface import HFLM
+
+    if args.model:
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    else:
+        model, tokenizer = tiny_model(args.data_dir)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
+    task_dir = Path(tempfile.mkdtemp(prefix="eval_speed_"))
+    names = benchmarks.write_harness_tasks(task_dir, args.data_dir, SUBJECTS)
+    print(f"{args.model or 'tiny random GPT-2'}: limit {args.limit} (MMLU: x {len(SUBJECTS)} subjects), "
+          f"batch {args.batch_size}, CPU {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'task':<16} {'docs':>6} {'ours docs/s':>12} {'lm-eval docs/s':>15} {'ratio':>7} {'max |diff|':>11} "
+          f"{'max rel':>9}")
+    for task in args.tasks:
+        ours_s, ours = time_ours(model, tokenizer, task, args)
+        theirs_s, theirs = time_harness(lm, task_dir, names[task], args)
+        both = [(ours[k], v) for k, v in theirs.items() if k in ours and isinstance(v, float)]
+        diff = max(abs(a - b) for a, b in both)
+        rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in both)
+        n = ours["n"]
+        print(f"{task:<16} {n:>6} {n / ours_s:>12.1f} {n / theirs_s:>15.1f} {theirs_s / ours_s:>6.1f}x {diff:>11.2e} "
+              f"{rel:>9.2e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
