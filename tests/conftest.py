@@ -6,6 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import html  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -33,3 +38,33 @@ def tiny_recipe(run_dir, *overrides, recipe=DEFAULT_RECIPE):
     from hf_ladder.recipe import load_recipe
 
     return load_recipe(recipe, [*TINY, f"run_dir={run_dir}", *overrides])
+
+
+# Injected into a copy of a report page: on load, which images loaded and which rows the tables have.
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const rows = id => [...document.querySelectorAll(`table#${id} tbody tr`)].map(r => r.dataset.key);
+  const images = [...document.images].map(i => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
+  const pre = document.createElement("pre");
+  pre.id = "check";
+  pre.textContent = JSON.stringify({images, stages: rows("stages"), rungs: rows("benchmarks")});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium_summary(index: Path, tmp_path: Path) -> dict:
+    """Open a report's index.html in headless Chromium (Debian `chromium`): {images: [{src, ok}], stages: [row
+    keys], rungs: [row keys]}. Skips the test when no Chromium is installed."""
+    browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH (Debian: apt install chromium)")
+    check = index.with_name("check.html")  # beside index.html, so the images' relative paths resolve the same
+    check.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/chrome",
+                          "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
+                         capture_output=True, text=True, timeout=60).stdout
+    check.unlink()
+    found = re.search(r'<pre id="check">(.*?)</pre>', dom, re.S)
+    assert found, f"the check script did not run; page starts {dom[:300]!r}"
+    return json.loads(html.unescape(found.group(1)))

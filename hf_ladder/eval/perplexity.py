@@ -1,10 +1,12 @@
 """Exact negative log-likelihood of a whole text: perplexity, bits per character, bits per byte.
 
-Every token of the text is scored exactly once, with lm-evaluation-harness's rolling windows
-(`lm_eval.utils.get_rolling_token_windows` with `context_len=1`): the first window reads the prefix token
-(bos, or eos for tokenizers without one) and the first `block_size - 1` tokens and predicts the first
+Every token of the text is scored exactly once, in disjoint windows like lm-evaluation-harness's rolling
+windows (`lm_eval.utils.get_rolling_token_windows` with `context_len=1`): the first window reads the prefix
+token (bos, or eos for tokenizers without one) and the first `block_size - 1` tokens and predicts the first
 `block_size` tokens; each later window predicts the next `block_size` tokens, reading from the token just
-before them.
+before them. One difference: the harness lets the final, partial window read up to `block_size` tokens of
+earlier context; here it reads only the token before it (a slightly higher loss on that last window). The
+benchmark scorer (`hf_ladder.eval.loglikelihood.loglikelihood_rolling`) is the harness's, to the bit.
 
 Bits per character / byte are tokenizer-independent: total nats over the text / its characters (or UTF-8
 bytes) / ln 2 (as lm-eval's `bits_per_byte`, lm_eval/api/metrics.py).

@@ -1,0 +1,282 @@
+"""`hf-ladder eval`: every finished rung of a run and a baseline, on the same texts, benchmarks and prompts.
+
+Rungs are the run manifest's finished stages (pretrain, sft, dpo, lora), each quantized variant
+(`quantize/<name>`), and the baseline (`openai-community/gpt2` by default, through the Hub's loading path, or
+a local folder). Each rung is scored on:
+
+- `heldout`: the recipe corpus's validation text, every token once (lm-eval's rolling windows at the model's
+  context length): token perplexity, bits per byte (the headline: it does not depend on the tokenizer) and word
+  perplexity (nats over whitespace-separated words, as lm-eval's `word_perplexity`);
+- `wikitext`, `hellaswag`, `lambada_openai`, `mmlu`, `mmlu_5shot`: `hf_ladder.eval.benchmarks`, scored as
+  lm-evaluation-harness 0.4.13 scores them;
+- `samples`: the prompt sets in `eval/prompts/*.yaml`, continued by every rung with the same decoding and seed,
+  with coherence scores (`hf_ladder.monitor.coherence_score`).
+
+`--backend lm-eval --tasks arc_easy,...` hands any other harness task to `lm_eval.simple_evaluate` over the
+in-memory model (lm-eval's `HFLM`).
+
+Writes `runs/<recipe>/eval/`: `results.json` (`{rung: {task: {metric: value}}}`, merged with earlier results so
+a pass-through run adds columns), `rungs.json` (per rung: kind, folder, parameters, tokens seen, measured or
+why not), `samples.jsonl`; then the report (`hf_ladder.eval.report`) in `runs/<recipe>/report/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_ladder.data.corpus import load_corpus
+from hf_ladder.eval import benchmarks
+from hf_ladder.eval.perplexity import score_text
+from hf_ladder.generate import generate_batch, generation_config
+from hf_ladder.monitor import coherence_score
+from hf_ladder.recipe import STAGE_ORDER, EvalConfig, Recipe, RecipeError, load_recipe
+from hf_ladder.runs import Run, write_json
+
+BENCHMARKS = ("wikitext", "hellaswag", "lambada_openai", "mmlu", "mmlu_5shot")
+
+
+def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = "hf-ladder",
+                 include_path: str | None = None) -> Path:
+    """Evaluate every rung of `recipe`'s run and its baseline (see the module docstring); returns the eval folder.
+
+    `tasks` defaults to `recipe.eval.tasks`; with `backend="lm-eval"` they are lm-evaluation-harness task names,
+    and `include_path` is a folder of extra task YAMLs (lm-eval's `--include_path`).
+
+    Raises:
+        RecipeError: the run has no finished stage, or a task name is unknown to our scorers.
+    """
+    cfg, run = recipe.eval or EvalConfig(), Run(recipe)
+    tasks = list(tasks or cfg.tasks)
+    if backend == "hf-ladder":
+        unknown = [t for t in tasks if t not in ("heldout", "samples", *BENCHMARKS)]
+        if unknown:
+            raise RecipeError(f"eval: unknown task(s) {unknown}; ours are heldout, samples, {', '.join(BENCHMARKS)} "
+                              "(other lm-evaluation-harness tasks: --backend lm-eval)")
+    rungs = find_rungs(run)
+    if not rungs:
+        raise RecipeError(f"{run.root}: no finished stage to evaluate; run `hf-ladder ladder {recipe.source}` first")
+    out = run.root / "eval"
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    info = json.loads((out / "rungs.json").read_text()) if (out / "rungs.json").exists() else {}
+    heldout_text = load_corpus(recipe.data).validation_text if "heldout" in tasks else ""
+    if backend == "hf-ladder":
+        tasks = [t for t in tasks if t not in BENCHMARKS or available(t, cfg.data_dir)]
+    prompt_sets = load_prompts(cfg.prompts) if "samples" in tasks else {}
+    samples: list[dict] = []
+    targets = [(name, folder, "variant" if name.startswith("quantize/") else "stage") for name, folder in rungs.items()]
+    if cfg.baseline:
+        targets.append((baseline_name(cfg.baseline), cfg.baseline, "baseline"))
+    print(f"eval: {len(targets)} rung(s) · tasks {', '.join(tasks)} · limit {cfg.limit or 'none'} · "
+          f"data {cfg.data_dir or 'Hub datasets'}")
+    for name, source, kind in targets:
+        start = time.time()
+        print(f"\n── {name} ({source}) " + "─" * max(0, 60 - len(name) - len(str(source))))
+        try:
+            model, tokenizer = load_model(source)
+        except (OSError, ValueError, ImportError) as e:  # e.g. the Hub is unreachable: say so, measure nothing
+            note = f"{source} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            print(f"not measured: {note}")
+            info[name] = {"kind": kind, "model_dir": None, "parameters": None, "tokens_seen": None,
+                          "measured": False, "note": note}
+            results.pop(name, None)
+            continue
+        info[name] = {"kind": kind, "model_dir": str(source), "parameters": parameters(model),
+                      "tokens_seen": tokens_seen(run, name, kind), "measured": True, "note": None}
+        scores = results.setdefault(name, {})
+        if backend == "lm-eval":
+            scores.update(harness(model, tokenizer, tasks, limit_of(cfg.limit, None), cfg.batch_size,
+                                  include_path))
+        else:
+            if "heldout" in tasks:
+                scores["heldout"] = heldout(model, tokenizer, heldout_text)
+            for task in (t for t in tasks if t in BENCHMARKS):
+                scores.update(benchmarks.evaluate(model, tokenizer, [task], data_dir=cfg.data_dir,
+                                                  limit=limit_of(cfg.limit, task), batch_size=cfg.batch_size))
+            if prompt_sets:
+                rows = side_by_side(model, tokenizer, prompt_sets, recipe)
+                samples += [{"rung": name, **row} for row in rows]
+                scores["samples"] = {"coherence_mean": sum(r["coherence"] for r in rows) / len(rows),
+                                     "ended_share": sum(r["ended"] for r in rows) / len(rows)}
+        print(f"{name}: " + " · ".join(headline(scores)) + f" ({time.time() - start:.0f} s)")
+        del model
+    write_json(out / "results.json", results)
+    write_json(out / "rungs.json", info)
+    if samples or "samples" in tasks:
+        write_jsonl(out / "samples.jsonl", samples)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the rungs
+
+
+def find_rungs(run: Run) -> dict[str, Path]:
+    """Rung name -> model folder for every stage the manifest records as ended, then each quantized variant."""
+    rungs = {}
+    for stage in STAGE_ORDER:
+        result = run.finished(stage)
+        if result is None:
+            continue
+        if stage == "quantize":
+            for variant in result.inputs.get("variants", {}):
+                rungs[f"quantize/{variant}"] = run.stage_dir("quantize") / variant / "model"
+        else:
+            rungs[stage] = Path(result.model_dir)
+    return rungs
+
+
+def baseline_name(source: str) -> str:
+    """`openai-community/gpt2` -> `gpt2`; a local folder -> its name."""
+    return Path(source.rstrip("/")).name
+
+
+def load_model(source: str | Path):
+    """(model, tokenizer) from a folder or a Hub id, safetensors only, no remote code, eval mode, on the GPU
+    when there is one (quantized checkpoints load with the quantization config saved beside them)."""
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False)
+    if torch.cuda.is_available() and getattr(model, "quantization_method", None) is None:
+        model = model.to("cuda")
+    return model.eval(), tokenizer
+
+
+def parameters(model) -> int:
+    """Parameters as the unquantized model counts them (a 4-bit weight packs two values per byte)."""
+    return model.num_parameters() if getattr(model, "quantization_method", None) is None \
+        else sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())
+
+
+def tokens_seen(run: Run, name: str, kind: str) -> int | None:
+    """Pretraining tokens behind a rung of this run (the fine-tuning stages add comparatively few)."""
+    pretrain = run.finished("pretrain")
+    return int(pretrain.metrics["tokens_seen"]) if kind != "baseline" and pretrain and \
+        "tokens_seen" in pretrain.metrics else None
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def limit_of(limit: int | dict[str, int] | None, task: str | None) -> int | None:
+    """`eval.limit` for one task: the number itself, or the task's entry of a {task: N} mapping (None = all)."""
+    return limit.get(task) if isinstance(limit, dict) else limit
+
+
+def available(task: str, data_dir: str | None) -> bool:
+    """Whether the task's documents can be read (from `data_dir`, else the Hub); says why not. A benchmark
+    that cannot be read is left out of every rung rather than reported with a made-up number."""
+    try:
+        benchmarks.load_docs(task, data_dir, limit=1)
+        return True
+    except Exception as e:  # a missing folder, the Hub unreachable, a malformed file: the reason is printed
+        print(f"eval: {task} skipped: its data cannot be read from {data_dir or 'the Hub'} "
+              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
+        return False
+
+
+def heldout(model, tokenizer, text: str) -> dict[str, float]:
+    """Exact scores of the recipe's validation text at the model's full context (lm-eval's rolling windows):
+    token_perplexity, bits_per_byte, word_perplexity = exp(nats / len(re.split(r"\\s+", text))) as lm-eval's
+    `word_perplexity` (lm_eval/api/metrics.py), and the counts."""
+    context = model.config.max_position_embeddings
+    s = score_text(model, tokenizer, text, context)
+    words = len(re.split(r"\s+", text))
+    return {"token_perplexity": s.perplexity, "bits_per_byte": s.bits_per_byte,
+            "word_perplexity": math.exp(s.nats / words), "tokens": s.tokens, "bytes": s.bytes, "words": words}
+
+
+def load_prompts(folder: str | Path) -> dict[str, list[str]]:
+    """Prompt-set name -> prompts, from every `*.yaml` in `folder` (`name:` and `prompts:`).
+
+    Raises:
+        RecipeError: the folder has no prompt set, or a file lacks a non-empty list of strings.
+    """
+    folder = Path(folder)
+    if not folder.is_absolute() and not folder.exists():  # the repository's eval/ beside the package
+        folder = Path(__file__).resolve().parents[2] / folder
+    sets = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        prompts = data.get("prompts")
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+            raise RecipeError(f"{path}: `prompts:` must be a non-empty list of non-empty strings")
+        sets[data.get("name", path.stem)] = prompts
+    if not sets:
+        raise RecipeError(f"eval.prompts: no *.yaml prompt set in {folder}")
+    return sets
+
+
+def side_by_side(model, tokenizer, prompt_sets: dict[str, list[str]], recipe: Recipe) -> list[dict]:
+    """Every prompt continued with the recipe's `eval.generation` settings and seed (the same for every rung);
+    rows of prompt_set, prompt, text, coherence, ended."""
+    gen = (recipe.eval or EvalConfig()).generation
+    if tokenizer.pad_token_id is None:  # GPT-2: left padding for batched generation needs a pad id
+        tokenizer.pad_token = tokenizer.eos_token
+    config = generation_config(tokenizer, gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p,
+                               gen.repetition_penalty)
+    rows = []
+    for set_name, prompts in prompt_sets.items():
+        for prompt, sample in zip(prompts, generate_batch(model, tokenizer, prompts, config, seed=recipe.seed)):
+            rows.append({"prompt_set": set_name, "prompt": prompt, "text": sample.text,
+                         "coherence": coherence_score(sample.text), "ended": sample.ended})
+    return rows
+
+
+def harness(model, tokenizer, tasks: list[str], limit: int | None, batch_size: int,
+            include_path: str | None = None) -> dict[str, dict]:
+    """Any lm-evaluation-harness task on the in-memory model (`lm_eval.simple_evaluate` over `HFLM`);
+    metric keys lose lm-eval's filter suffix (`acc,none` -> `acc`).
+
+    Raises:
+        ImportError: lm-eval is not installed (`pip install 'hf_ladder[eval]'`).
+    """
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise ImportError("--backend lm-eval needs lm-evaluation-harness: pip install 'hf_ladder[eval]'") from e
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    out = simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=TaskManager(include_path=include_path))
+    return {task: {key.split(",")[0]: value for key, value in metrics.items()
+                   if isinstance(value, (int, float)) and key != "alias"}
+            for task, metrics in out["results"].items()}
+
+
+def headline(scores: dict[str, dict]) -> list[str]:
+    """A few numbers per rung for the console."""
+    picks = [("heldout", "bits_per_byte", "held-out bpb {:.3f}"), ("wikitext", "bits_per_byte", "wikitext bpb {:.3f}"),
+             ("hellaswag", "acc_norm", "hellaswag {:.1%}"), ("lambada_openai", "acc", "lambada {:.1%}"),
+             ("mmlu", "acc", "mmlu {:.1%}"), ("mmlu_5shot", "acc", "mmlu-5 {:.1%}"),
+             ("samples", "coherence_mean", "coherence {:.0f}")]
+    return [fmt.format(scores[t][m]) for t, m, fmt in picks if m in scores.get(t, {})] or [
+        f"{t}: {len(m)} metrics" for t, m in scores.items()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Atomically: a temporary file, then `os.replace`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def recipe_of(target: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """A recipe file, or a run directory (its stages' `recipe.resolved.yaml`, with `run_dir` pointing at it).
+
+    Raises:
+        RecipeError: a directory without a finished stage's resolved recipe.
+    """
+    path = Path(target)
+    if not path.is_dir():
+        return load_recipe(path, overrides)
+    resolved = [path / stage / "recipe.resolved.yaml" for stage in STAGE_ORDER]
+    resolved = [p for p in resolved if p.exists()]
+    if not resolved:
+        raise RecipeError(f"{path}: not a run directory (no <stage>/recipe.resolved.yaml)")
+    return load_recipe(resolved[-1], [f"run_dir={path}", *overrides])

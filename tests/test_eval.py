@@ -1,0 +1,124 @@
+"""`hf-ladder eval` on a real tiny run (pretrain + int8 / nf4 variants) with a local baseline: results for every
+rung, the same prompts for every rung, the report in headless Chromium, and honesty about what was not measured."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import DATA, chromium_summary, tiny_recipe
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from hf_ladder import cli
+from hf_ladder.eval import benchmarks
+from hf_ladder.eval.suite import load_prompts
+from hf_ladder.ladder import run_stage
+from hf_ladder.runs import Run
+
+VARIANTS = "quantize.variants={int8: {load_in_8bit: true}, nf4: {load_in_4bit: true, bnb_4bit_quant_type: nf4}}"
+TASKS = ["heldout", "wikitext", "hellaswag", "lambada_openai", "mmlu", "mmlu_5shot", "samples"]
+RUNGS = ["pretrain", "quantize/int8", "quantize/nf4"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    recipe = tiny_recipe(root, "pretrain.max_steps=100", "pretrain.learning_rate=5e-3", VARIANTS,
+                         "monitor.sample_every=100")
+    for stage in ("pretrain", "quantize"):
+        assert run_stage(stage, recipe).status == "finished"
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """A GPT-2-architecture baseline with GPT-2's real tokenizer (GPT-2's weights are not obtainable offline)."""
+    folder = tmp_path_factory.mktemp("gpt2-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "gpt2-tokenizer")
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128, vocab_size=len(tokenizer))
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir, baseline):
+    code = cli.main(["eval", str(run_dir), "--data-dir", str(DATA), "--limit", "3", "--baseline", str(baseline)])
+    assert code == 0
+    return run_dir / "eval"
+
+
+def test_every_rung_and_the_baseline_get_every_task(evaluated, baseline):
+    results = json.loads((evaluated / "results.json").read_text())
+    assert set(results) == {*RUNGS, baseline.name}
+    for rung, tasks in results.items():
+        assert set(tasks) == set(TASKS), rung
+        assert tasks["hellaswag"]["n"] == 3 and tasks["lambada_openai"]["n"] == 3
+        assert tasks["mmlu"]["n"] == 3 * len(benchmarks.MMLU_SUBJECTS)  # --limit is per subject, as lm-eval's
+        assert 0 <= tasks["mmlu_5shot"]["acc"] <= 1 and tasks["mmlu_5shot"]["acc_stderr"] > 0
+        assert all(math.isfinite(v) for v in tasks["heldout"].values())
+    rungs = json.loads((evaluated / "rungs.json").read_text())
+    assert rungs[baseline.name]["kind"] == "baseline" and rungs[baseline.name]["measured"] is True
+    assert rungs["quantize/nf4"]["kind"] == "variant"
+
+
+def test_heldout_score_is_the_pretrain_stage_score(evaluated, run_dir):
+    """The eval's held-out text at the model's context is the pretrain stage's validation text at block_size
+    (both 64 here): the two independent code paths must give the same bits per byte."""
+    results = json.loads((evaluated / "results.json").read_text())
+    stage = Run(tiny_recipe(run_dir)).finished("pretrain").metrics
+    assert results["pretrain"]["heldout"]["bits_per_byte"] == pytest.approx(stage["val_bits_per_byte"], rel=1e-6)
+    nf4 = results["quantize/nf4"]["heldout"]["bits_per_byte"]
+    assert nf4 != results["pretrain"]["heldout"]["bits_per_byte"]  # the 4-bit model really ran
+    assert nf4 == pytest.approx(results["pretrain"]["heldout"]["bits_per_byte"], rel=0.05)
+
+
+def test_every_rung_continues_the_same_prompts(evaluated, baseline):
+    rows = [json.loads(line) for line in (evaluated / "samples.jsonl").read_text().splitlines()]
+    prompts = [p for ps in load_prompts("eval/prompts").values() for p in ps]
+    for rung in [*RUNGS, baseline.name]:
+        mine = [r for r in rows if r["rung"] == rung]
+        assert [r["prompt"] for r in mine] == prompts
+        assert all(0 <= r["coherence"] <= 100 for r in mine)
+    assert len({r["text"] for r in rows}) > len(prompts)  # different models wrote different things
+
+
+def test_the_report_loads_in_chromium_with_a_row_per_stage_and_rung(evaluated, run_dir, baseline, tmp_path):
+    index = run_dir / "report" / "index.html"
+    assert index.exists() and (run_dir / "report" / "report.md").exists()
+    summary = chromium_summary(index, tmp_path)
+    assert summary["images"] and all(image["ok"] for image in summary["images"]), summary["images"]
+    assert summary["stages"] == ["pretrain", "quantize"]
+    assert [*RUNGS, baseline.name] == [r for r in summary["rungs"] if r != "published"]
+
+
+def test_an_unreachable_baseline_is_reported_not_invented(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    assert cli.main(["eval", str(copy), "--tasks", "heldout", "--baseline", "openai-community/gpt2"]) == 0
+    rungs = json.loads((copy / "eval" / "rungs.json").read_text())
+    assert rungs["gpt2"]["measured"] is False and "could not be loaded" in rungs["gpt2"]["note"]
+    assert "gpt2" not in json.loads((copy / "eval" / "results.json").read_text())
+    page = (copy / "report" / "index.html").read_text()
+    assert "not measured" in page and "published" in page
+    assert "not measured" in capsys.readouterr().out
+
+
+def test_any_harness_task_passes_through_to_lm_eval(evaluated, run_dir, tmp_path):
+    pytest.importorskip("lm_eval")
+    names = benchmarks.write_harness_tasks(tmp_path / "tasks", DATA, subjects=["anatomy"])
+    code = cli.main(["eval", str(run_dir), "--backend", "lm-eval", "--tasks", names["hellaswag"], "--limit", "3",
+                     "--include-path", str(tmp_path / "tasks"), "--baseline", "none"])
+    assert code == 0
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    for rung in RUNGS:  # lm-eval's own numbers land beside ours, and agree with them
+        assert results[rung][names["hellaswag"]]["acc"] == pytest.approx(results[rung]["hellaswag"]["acc"], abs=1e-9)
+        assert "hellaswag" in results[rung]  # merged, not replaced
+
+
+def test_a_run_without_stages_is_a_clear_error(tmp_path, capsys):
+    recipe = Path("recipes/shakespeare-tiny.yaml")
+    assert cli.main(["eval", str(recipe), f"run_dir={tmp_path}"]) == 2
+    assert "no finished stage" in capsys.readouterr().err
