@@ -2,14 +2,28 @@
 # `torch` would pull a multi-GB CUDA build on CPU machines), then this package.
 #   make ladder                          the default ladder (recipes/shakespeare-tiny.yaml)
 #   make pretrain RECIPE=recipes/tinyshakespeare.yaml ARGS="pretrain.max_steps=40"
+#   make pretrain NPROC=2                2 processes (DDP; gloo on the CPU) through `accelerate launch`
+#   make pretrain ACCELERATE_CONFIG=recipes/accelerate/fsdp.yaml [NPROC=8]   an accelerate config (ddp, fsdp, deepspeed_*)
 #   make test                            the test suite (adds the dev extra)
 PYTHON ?= python3
 VENV   ?= .venv
 RECIPE ?= recipes/shakespeare-tiny.yaml
 ARGS   ?=
 TORCH  ?= torch==2.13.0
+NPROC  ?= 1
+ACCELERATE_CONFIG ?=
 BIN    := $(VENV)/bin
 HF     := $(BIN)/hf-ladder
+
+# What runs the training stages: plain hf-ladder for one process; `accelerate launch` for several (--multi_gpu: DDP,
+# gloo on the CPU) or with an accelerate config, whose num_processes NPROC overrides when given on the command line.
+ifneq ($(ACCELERATE_CONFIG),)
+RUN := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) $(if $(filter file,$(origin NPROC)),,--num_processes $(NPROC) )-m hf_ladder.cli
+else ifneq ($(NPROC),1)
+RUN := $(BIN)/accelerate launch --multi_gpu --num_processes $(NPROC) -m hf_ladder.cli
+else
+RUN := $(HF)
+endif
 
 .PHONY: install dev ladder pretrain sft dpo lora quantize eval validate test bench clean
 install: $(VENV)/.installed
@@ -27,9 +41,12 @@ $(VENV)/.dev: $(VENV)/.installed
 	touch $@
 
 ladder: install
-	$(HF) ladder $(RECIPE) $(ARGS)
+	$(RUN) ladder $(RECIPE) $(ARGS)
 
-pretrain sft dpo lora quantize: install
+pretrain sft dpo lora: install
+	$(RUN) run $@ $(RECIPE) $(ARGS)
+
+quantize: install  # one process: nothing is trained
 	$(HF) run $@ $(RECIPE) $(ARGS)
 
 eval: install

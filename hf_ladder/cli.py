@@ -3,6 +3,10 @@
     hf-ladder run STAGE RECIPE [key=value ...] [--force]
     hf-ladder ladder RECIPE [key=value ...] [--force STAGE]
     hf-ladder validate RECIPE...
+    hf-ladder eval RECIPE_OR_RUN_DIR [key=value ...] [--baseline ID_OR_PATH] [--tasks T,...] [--limit N]
+                   [--data-dir DIR] [--backend lm-eval [--include-path DIR]]
+    hf-ladder report RECIPE_OR_RUN_DIR
+    hf-ladder push RUN_DIR/STAGE REPO_ID [--private] [--base-model HUB_ID]
     hf-ladder generate MODEL_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
 Overrides use dotted keys: `pretrain.max_steps=40`, `run_dir=/somewhere`, `data.path=input.txt`.
@@ -13,9 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from hf_ladder.data.corpus import DataError
 from hf_ladder.recipe import STAGE_ORDER, RecipeError, load_recipe
+from hf_ladder.runs import TrainingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +40,33 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ladder", help="run every stage of a recipe, bottom to top")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--force", metavar="STAGE", choices=STAGE_ORDER, help="redo STAGE and every stage after it")
+    p.add_argument("--force", metavar="STAGE", choices=(*STAGE_ORDER, "eval"),
+                   help="redo STAGE and every stage after it (eval: only the eval)")
 
     p = sub.add_parser("validate", help="check recipes without loading any data or model")
     p.add_argument("recipes", nargs="+")
+
+    p = sub.add_parser("eval", help="score every rung of a run and a baseline; write the report")
+    p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--baseline", help="Hub id or folder (default: the recipe's eval.baseline, openai-community/gpt2); "
+                                      "'none' for no baseline")
+    p.add_argument("--tasks", help="comma-separated: heldout,wikitext,hellaswag,lambada_openai,mmlu,mmlu_5shot,samples "
+                                   "(with --backend lm-eval: any harness task)")
+    p.add_argument("--limit", type=int, help="first N documents per task (MMLU: per subject)")
+    p.add_argument("--data-dir", help="read the benchmarks from a folder laid out like ../shared/data")
+    p.add_argument("--backend", choices=("hf-ladder", "lm-eval"), default="hf-ladder")
+    p.add_argument("--include-path", help="lm-eval backend: a folder of extra task YAMLs (lm-eval's --include_path)")
+
+    p = sub.add_parser("report", help="(re)write the report of a run from its files")
+    p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
+
+    p = sub.add_parser("push", help="upload a stage's model with its model card to the Hugging Face Hub")
+    p.add_argument("stage_dir", metavar="RUN_DIR/STAGE",
+                   help="runs/<recipe>/<stage> or runs/<recipe>/quantize/<variant>")
+    p.add_argument("repo_id", metavar="REPO_ID")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--base-model", help="Hub id of the pushed model this stage started from (card metadata)")
 
     p = sub.add_parser("generate", help="continue a prompt with a saved model")
     p.add_argument("model_dir")
@@ -54,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, DataError) as e:  # bad recipe or data: reported before any expensive work
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # e.g. a nan loss: the stage stopped, its last good checkpoint is kept
+        print(f"error: {e}", file=sys.stderr)
+        return 4
 
 
 def cmd_run(args) -> int:
@@ -72,20 +104,103 @@ HEADLINES = {
     "dpo": [("held-out margin", "heldout_rewards_margins_after", "+.3f"),
             ("reward acc", "heldout_rewards_accuracies_after", ".0%"), ("pref acc", "pref_accuracy_after", ".0%"),
             ("before", "pref_accuracy_before", ".0%"), ("ends with eos", "eos_rate_after", ".0%")],
+    "lora": [("target ppl", "target_perplexity_after", ".1f"), ("before", "target_perplexity_before", ".1f"),
+             ("other plays ppl", "other_perplexity_after", ".1f"), ("before", "other_perplexity_before", ".1f"),
+             ("trainable %", "trainable_percent", ".2f")],
 }
 
 
 def cmd_ladder(args) -> int:
+    from hf_ladder.eval.report import write_report
+    from hf_ladder.eval.suite import evaluate_run
     from hf_ladder.ladder import run_ladder
+    from hf_ladder.runs import Run
 
-    results = run_ladder(load_recipe(args.recipe, args.overrides), force=args.force)
-    print("\nrung      status    readings")
-    for r in results:
-        cells = [f"{label} {r.metrics[key]:{fmt}}" for label, key, fmt in HEADLINES.get(r.stage, [])
-                 if key in r.metrics]
-        cells.append(f"coherence {r.metrics.get('coherence_final', float('nan')):.0f}")
-        print(f"{r.stage:<9} {r.status:<9} " + " · ".join(cells))
-    return 0 if results and all(r.status == "finished" for r in results) else 3
+    recipe = load_recipe(args.recipe, args.overrides)
+    results = run_ladder(recipe, force=None if args.force == "eval" else args.force)
+    ok = bool(results) and all(r.status == "finished" for r in results)
+    run = Run(recipe)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`: the eval and the table are the main one's
+        return 0 if ok else 3
+    if ok and recipe.eval is not None:
+        done = (run.root / "eval" / "results.json").exists() and args.force is None
+        if done:
+            print(f"\neval: already in {run.root / 'eval'}; `hf-ladder eval {args.recipe}` or --force eval redoes it")
+        else:
+            print(f"\n==== eval · recipe {recipe.name} · {run.root / 'eval'} ====", flush=True)
+            evaluate_run(recipe)
+        print(f"\nreport: {write_report(run.root)}")
+    print_rungs(results, run.root / "eval" / "results.json")
+    return 0 if ok else 3
+
+
+# The rung table: (label, task, metric, format) from eval/results.json, then each stage's own headline.
+EVAL_COLUMNS = [("held-out bpb", "heldout", "bits_per_byte", ".3f"),
+                ("wikitext bpb", "wikitext", "bits_per_byte", ".3f"),
+                ("hellaswag", "hellaswag", "acc_norm", ".1%"), ("lambada", "lambada_openai", "acc", ".1%"),
+                ("mmlu", "mmlu", "acc", ".1%"), ("coherence", "samples", "coherence_mean", ".0f")]
+
+
+def print_rungs(results, results_path: Path) -> None:
+    """The ladder's closing table: one row per rung with its eval numbers and its stage's headline."""
+    import json
+
+    scores = json.loads(results_path.read_text()) if results_path.exists() else {}
+    info_path = results_path.with_name("rungs.json")
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    rungs = [(r.stage, r.status, r.metrics) for r in results if r.stage != "quantize"]
+    quantize = next((r for r in results if r.stage == "quantize"), None)
+    if quantize is not None:
+        rungs += [(f"quantize/{v}", quantize.status, {}) for v in quantize.inputs.get("variants", {})]
+    rungs += [(name, "baseline" if i["measured"] else "not measured", {}) for name, i in info.items()
+              if i["kind"] == "baseline"]
+    head = f"\n{'rung':<20} {'status':<9} " + " ".join(f"{label:>12}" for label, *_ in EVAL_COLUMNS)
+    print(head + "   stage readings")
+    for name, status, metrics in rungs:
+        cells = [f"{scores[name][task][metric]:{fmt}}" if metric in scores.get(name, {}).get(task, {}) else "—"
+                 for _, task, metric, fmt in EVAL_COLUMNS]
+        own = [f"{label} {metrics[key]:{fmt}}" for label, key, fmt in HEADLINES.get(name, []) if key in metrics]
+        print(f"{name:<20} {status:<9} " + " ".join(f"{c:>12}" for c in cells) + "   " + " · ".join(own))
+
+
+def cmd_eval(args) -> int:
+    from hf_ladder.eval.report import write_report
+    from hf_ladder.eval.suite import evaluate_run, recipe_of
+
+    overrides = list(args.overrides)
+    if args.baseline:
+        overrides.append("eval.baseline=null" if args.baseline.lower() == "none" else f"eval.baseline={args.baseline}")
+    if args.limit is not None:
+        overrides.append(f"eval.limit={args.limit}")
+    if args.data_dir:
+        overrides.append(f"eval.data_dir={args.data_dir}")
+    recipe = recipe_of(args.target, overrides)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    folder = evaluate_run(recipe, tasks, backend=args.backend, include_path=args.include_path)
+    print(f"\nresults: {folder / 'results.json'}\nreport:  {write_report(folder.parent)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hf_ladder.eval.report import write_report
+    from hf_ladder.eval.suite import recipe_of
+
+    print(write_report(Path(recipe_of(args.target).run_dir)))
+    return 0
+
+
+def cmd_push(args) -> int:
+    from hf_ladder.hub import push
+
+    try:
+        url = push(Path(args.stage_dir), args.repo_id, private=args.private, base_model=args.base_model)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:  # HFValidationError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.stage_dir} -> https://huggingface.co/{args.repo_id} ({url})")
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -116,7 +231,8 @@ def cmd_generate(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate, "generate": cmd_generate}
+COMMANDS = {"run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate, "eval": cmd_eval, "report": cmd_report,
+            "push": cmd_push, "generate": cmd_generate}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 
+from accelerate import PartialState
+
 from hf_ladder.recipe import STAGE_ORDER, Recipe, RecipeError
 from hf_ladder.runs import Context, Run, StageResult
 
@@ -33,7 +35,7 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
         print(f"{stage}: already {done.status} in {run.stage_dir(stage)} (manifest); "
               f"pass --force to redo it. {done.reason or ''}".rstrip())
         return done
-    if force:
+    if force and PartialState().is_main_process:
         run.forget(stage)
         out = run.stage_dir(stage)
         for name in ("checkpoints", "tokenizer", "samples.jsonl"):  # model/ stays until the new one replaces it
@@ -42,11 +44,37 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+    state = PartialState()  # under `accelerate launch`: one process records and publishes, all wait for it
+    if stage == "quantize" and not state.is_main_process:  # nothing to train: the main process does it alone
+        state.wait_for_everyone()
+        return run.finished(stage)
     print(f"\n==== {stage} · recipe {recipe.name} · {run.stage_dir(stage)} ====", flush=True)
     result = STAGES[stage](recipe.stages[stage], Context(recipe=recipe, run=run, previous=run.previous(stage),
                                                          force=force))
-    run.record(result)
+    if state.is_main_process:
+        run.record(result)
+        if recipe.stages[stage].get("push_to_hub") and result.status == "finished":
+            publish(stage, recipe, run)
+    state.wait_for_everyone()  # the next stage, on every process, reads this manifest and model
     return result
+
+
+def publish(stage: str, recipe: Recipe, run: Run) -> None:
+    """Push the finished stage (each variant of `quantize` to `<hub_model_id>-<variant>`) with its model card.
+    A failed push (e.g. no network) is reported with the command to retry; the stage stays finished."""
+    from hf_ladder.hub import push
+
+    cfg = recipe.stages[stage]
+    result = run.finished(stage)
+    targets = ([(run.stage_dir(stage) / v, f"{cfg['hub_model_id']}-{v}") for v in result.inputs.get("variants", {})]
+               if stage == "quantize" else [(run.stage_dir(stage), cfg["hub_model_id"])])
+    for folder, repo_id in targets:
+        try:
+            url = push(folder, repo_id, private=cfg.get("hub_private_repo", False))
+            print(f"{stage}: pushed to https://huggingface.co/{repo_id} ({url})")
+        except Exception as e:  # the model is safe on disk; the push can be retried
+            print(f"{stage}: push to {repo_id} failed ({type(e).__name__}: {e}); retry with "
+                  f"`hf-ladder push {folder} {repo_id}`")
 
 
 def run_ladder(recipe: Recipe, force: str | None = None) -> list[StageResult]:

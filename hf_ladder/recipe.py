@@ -111,7 +111,7 @@ class EvalConfig:
     """The `eval:` section: what `hf-ladder eval` measures on every rung and on the baseline."""
 
     tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))  # our scorers; `samples` = side-by-side
-    limit: int | None = None  # first N documents per task (MMLU: per subject); None = all
+    limit: int | dict[str, int] | None = None  # first N documents per task (MMLU: per subject), or {task: N}
     baseline: str | None = "openai-community/gpt2"  # a Hub id or a local folder; null = none
     data_dir: str | None = None  # a folder laid out like ../shared/data instead of the Hub datasets
     batch_size: int = 32  # sequences per forward pass
@@ -132,13 +132,15 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=dict)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig | None = None  # the `eval:` section; `ladder` ends with the eval when there is one
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain YAML-able data, with every default filled in (for `recipe.resolved.yaml`)."""
         out = {"name": self.name, "seed": self.seed, "run_dir": self.run_dir}
-        for key in ("data", "tokenizer", "monitor", "eval"):
+        for key in ("data", "tokenizer", "monitor"):
             out[key] = dataclasses.asdict(getattr(self, key))
+        if self.eval is not None:
+            out["eval"] = dataclasses.asdict(self.eval)
         out["model"] = dict(self.model)
         out.update({stage: dict(kw) for stage, kw in self.stages.items()})
         return out
@@ -216,7 +218,7 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     data = _build_dataclass("data", DataConfig, raw.get("data"), errors)
     tokenizer = _build_dataclass("tokenizer", TokenizerConfig, raw.get("tokenizer"), errors)
     monitor = _build_dataclass("monitor", MonitorConfig, raw.get("monitor"), errors)
-    evaluation = _build_dataclass("eval", EvalConfig, raw.get("eval"), errors)
+    evaluation = _build_dataclass("eval", EvalConfig, raw["eval"], errors) if "eval" in raw else None
     model = _check_model(raw.get("model") or {}, data, errors)
 
     stages: dict[str, dict[str, Any]] = {}
@@ -225,7 +227,8 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
             stages[stage] = _check_stage(stage, raw[stage] or {}, errors)
 
     _check_values(data, tokenizer, monitor, errors)
-    _check_eval(evaluation, errors)
+    if evaluation is not None:
+        _check_eval(evaluation, errors)
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise RecipeError(f"{source}: {len(errors)} problem(s) in the recipe:\n{lines}")
@@ -276,8 +279,13 @@ def _check_eval(cfg: EvalConfig, errors: list[str]) -> None:
     for task in cfg.tasks:
         if task not in EVAL_TASKS:
             errors.append(_unknown("eval.tasks", task, EVAL_TASKS, what="task"))
-    if cfg.limit is not None and cfg.limit < 1:
-        errors.append(f"eval.limit: must be >= 1 (or null for every document), got {cfg.limit}")
+    limits = cfg.limit if isinstance(cfg.limit, dict) else {"": cfg.limit}
+    for task, n in limits.items():
+        where = f"eval.limit.{task}" if task else "eval.limit"
+        if task and task not in EVAL_TASKS:
+            errors.append(_unknown(where, task, EVAL_TASKS, what="task"))
+        elif n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            errors.append(f"{where}: a number of documents >= 1 (or null for all), got {n!r}")
     if cfg.batch_size < 1:
         errors.append(f"eval.batch_size: must be >= 1, got {cfg.batch_size}")
 
@@ -386,12 +394,37 @@ def _library_keys(schema: type) -> dict[str, Any]:
 
 # Keys the ladder sets itself: the run directory decides where checkpoints go.
 STAGE_KEYS_SET_BY_LADDER = {"output_dir", "logging_dir"}
+# Publishing happens after the stage (hf_ladder.hub); the token never belongs in a recipe (it would land in
+# recipe.resolved.yaml and the model card): huggingface_hub reads HF_TOKEN or the `hf auth login` token.
+HUB_KEYS_REFUSED = {"hub_token": "the token comes from HF_TOKEN or `hf auth login`, never from a recipe",
+                    "hub_strategy": "hf-ladder pushes once, after the stage, with its model card",
+                    "hub_always_push": "hf-ladder pushes once, after the stage, with its model card",
+                    "hub_revision": "hf-ladder pushes to the main branch"}
+
+
+def _check_hub(stage: str, section: dict, errors: list[str]) -> None:
+    """`push_to_hub: true` needs a valid `hub_model_id`; token and push-strategy keys are refused."""
+    for key, why in HUB_KEYS_REFUSED.items():
+        if key in section:
+            errors.append(f"{stage}.{key}: not accepted ({why}); remove it")
+    if section.get("push_to_hub"):
+        repo_id = section.get("hub_model_id")
+        if not repo_id:
+            errors.append(f"{stage}.push_to_hub: set {stage}.hub_model_id (e.g. your-name/{stage}-model)")
+            return
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(str(repo_id))
+        except HFValidationError as e:
+            errors.append(f"{stage}.hub_model_id: {e}")
 
 
 def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
     if not isinstance(section, dict):
         errors.append(f"{stage}: expected a mapping of argument names, got {section!r}")
         return {}
+    _check_hub(stage, section, errors)
     if stage == "quantize":
         return _check_quantize(section, errors)
     try:
@@ -454,12 +487,17 @@ def _check_quantize(section: dict, errors: list[str]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, value in section.items():
-        if key == "model_name_or_path":
+        if key in ("model_name_or_path", "hub_model_id"):
             if value is not None and not isinstance(value, str):
-                errors.append(f"quantize.model_name_or_path: expected a string, got {value!r}")
+                errors.append(f"quantize.{key}: expected a string, got {value!r}")
             out[key] = value
-        elif key != "variants":
-            errors.append(_unknown(f"quantize.{key}", key, ["variants", "model_name_or_path"]))
+        elif key in ("push_to_hub", "hub_private_repo"):
+            if not isinstance(value, bool):
+                errors.append(f"quantize.{key}: expected true or false, got {value!r}")
+            out[key] = value
+        elif key not in ("variants", *HUB_KEYS_REFUSED):
+            errors.append(_unknown(f"quantize.{key}", key, ["variants", "model_name_or_path", "push_to_hub",
+                                                            "hub_model_id", "hub_private_repo"]))
     variants = section.get("variants", DEFAULT_VARIANTS)
     if not isinstance(variants, dict) or not variants:
         errors.append("quantize.variants: a mapping of variant name -> BitsAndBytesConfig arguments")

@@ -36,6 +36,10 @@ import yaml
 from hf_ladder.recipe import STAGE_ORDER, Recipe
 
 
+class TrainingError(RuntimeError):
+    """A stage's training went wrong in a way no result can be recorded for (e.g. a nan loss)."""
+
+
 @dataclass
 class StageResult:
     """What a stage returns and the manifest records."""

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import DEFAULT_RECIPE, TINY, tiny_recipe
+from safetensors.torch import load_file
 
 from hf_ladder import cli
 from hf_ladder.data.corpus import load_corpus
@@ -137,6 +139,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
     metrics = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
     assert metrics["global_step"] == 300
+    straight = tmp_path / "straight"  # the same command, never interrupted: on CPU the weights are bitwise equal
+    again_cmd = [f"run_dir={straight}" if c == f"run_dir={tmp_path}" else c for c in cmd]
+    done = subprocess.run(again_cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = load_file(tmp_path / "pretrain" / "model" / "model.safetensors")
+    uninterrupted = load_file(straight / "pretrain" / "model" / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
 def test_llama_style_model_trains_and_reloads(tmp_path):

@@ -9,6 +9,9 @@ loss and the coherence score. From those readings it raises three signals:
   a checkpoint saved; `halted` says why.
 - memorization: a sample whose per-sample loss is below `memorization_loss` is looked up in an n-gram index
   of the training text; a verbatim match is an alert that shows the training span.
+- divergence: a logged training loss or gradient norm that is nan or inf, or weights that are no longer
+  finite at a sample round, stop training at once without saving (the last checkpoint stays the last good
+  one); `diverged` says where.
 - overfitting: at each evaluation it prints train loss, validation loss and their gap; validation loss
   rising for `patience` evaluations in a row while training loss falls is an alert (and stops training
   when `stop_on_overfit`).
@@ -48,6 +51,7 @@ class SampleMonitor(TrainerCallback):
         self.alerts: list[dict] = []  # memorization and overfitting alerts, in order
         self.halted: str | None = None  # why training was halted (coherence), if it was
         self.stopped_overfit: str | None = None
+        self.diverged: str | None = None  # what went non-finite, and at which step
         self._overfit_open = False
 
     # ------------------------------------------------------------------------------ trainer events
@@ -60,7 +64,8 @@ class SampleMonitor(TrainerCallback):
         if self.samples_path.exists():
             rows = [json.loads(line) for line in self.samples_path.read_text(encoding="utf-8").splitlines() if line]
             rows = [r for r in rows if r["step"] <= state.global_step]
-            _write_rows(self.samples_path, rows)
+            if state.is_world_process_zero:  # every process reads the file, one rewrites it
+                _write_rows(self.samples_path, rows)
         for step in sorted({r["step"] for r in rows}):
             judged = [r["coherence"] for r in rows if r["step"] == step and r["decoding"] == self.judged]
             if judged:
@@ -74,15 +79,23 @@ class SampleMonitor(TrainerCallback):
                                    "eval_loss": h["eval_loss"]})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.cfg.sample_every == 0:
-            self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+        if self.diverged is None and state.global_step % self.cfg.sample_every == 0:
+            if not all(p.isfinite().all() for p in model.parameters()):
+                self._diverge("the weights are no longer finite", state.global_step, control)
+            else:
+                self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = [f"{k} {v}" for k, v in (logs or {}).items() if k in ("loss", "grad_norm") and not math.isfinite(v)]
+        if bad:
+            self._diverge(f"training {' and '.join(bad)}", state.global_step, control)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if not self.rounds or self.rounds[-1]["step"] != state.global_step:
+        if self.diverged is None and (not self.rounds or self.rounds[-1]["step"] != state.global_step):
             self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not metrics or "eval_loss" not in metrics:
+        if not metrics or "eval_loss" not in metrics or self.diverged:
             return
         train, val = _last_train_loss(state.log_history, state.global_step), metrics["eval_loss"]
         self.evals.append({"step": state.global_step, "train_loss": train, "eval_loss": val})
@@ -92,6 +105,13 @@ class SampleMonitor(TrainerCallback):
         self._check_overfitting(state, control)
 
     # ------------------------------------------------------------------------------ the readings
+
+    def _diverge(self, what: str, step: int, control) -> None:
+        """Stop now, save nothing: a checkpoint written from here on would hold nan weights."""
+        if self.diverged is None:
+            self.diverged = f"{what} at step {step}"
+            print(f"\n*** divergence: {self.diverged}; stopping without saving ***\n", flush=True)
+        control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
 
     def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
         """Generate, score, print and store one round of samples; update the halt streak."""

@@ -11,19 +11,25 @@ from hf_ladder.generate import generation_config
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.plots import plot_losses
 from hf_ladder.recipe import RecipeError, accelerator_available
-from hf_ladder.runs import Context, save_model, write_json, write_yaml
+from hf_ladder.runs import Context, TrainingError, save_model, write_json, write_yaml
 
 
 def training_defaults(cfg: dict, ctx: Context) -> dict:
     """The recipe's stage arguments over the ladder's defaults: the CPU when there is no accelerator,
-    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to the console only,
-    use the recipe's seed."""
+    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to TensorBoard
+    (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe), let a nan / inf loss through to
+    the monitor's divergence check (transformers would average it away), use the recipe's seed."""
     every = ctx.recipe.monitor.sample_every
     defaults = {"use_cpu": not accelerator_available(), "eval_strategy": "steps", "eval_steps": every,
                 "save_strategy": "steps", "save_steps": every, "save_total_limit": 2,
-                "logging_steps": max(1, min(every // 2, 50)), "report_to": "none", "seed": ctx.recipe.seed,
+                "logging_steps": max(1, min(every // 2, 50)), "report_to": "tensorboard", "seed": ctx.recipe.seed,
+                "logging_nan_inf_filter": False,
                 "per_device_eval_batch_size": cfg.get("per_device_train_batch_size", 8)}
-    return {**defaults, **cfg}
+    return {**defaults, **{k: v for k, v in cfg.items() if k not in HUB_KEYS}, "push_to_hub": False}
+
+
+# Publishing is hf-ladder's, after the stage (`hf_ladder.hub`, with its model card), not the Trainer's.
+HUB_KEYS = ("push_to_hub", "hub_model_id", "hub_private_repo")
 
 
 def global_batch(args) -> int:
@@ -108,7 +114,7 @@ def last_complete_checkpoint(folder: Path) -> str | None:
             return str(path)
         except (OSError, ValueError):
             print(f"removing {path}: incomplete (the run was stopped while saving it)")
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)  # another process may be removing it too
     return None
 
 
@@ -118,16 +124,30 @@ def train(trainer, monitor: SampleMonitor):
 
     Returns:
         (the Trainer's TrainOutput, the step training started from).
+
+    Raises:
+        TrainingError: the loss or the weights went nan / inf (the monitor stopped training before any
+            checkpoint could hold them; the last checkpoint is the last good one and stays).
     """
     last = last_complete_checkpoint(Path(trainer.args.output_dir))
     if last:
         print(f"resuming from {last}")
-    elif monitor.samples_path.exists():
+    elif monitor.samples_path.exists() and trainer.is_world_process_zero():
         monitor.samples_path.unlink()  # samples of an earlier attempt that left no checkpoint
     first_step = int(Path(last).name.split("-")[-1]) if last else 0
     if first_step == 0:
         monitor.sample_round(trainer.model, 0, write=trainer.is_world_process_zero())
-    return trainer.train(resume_from_checkpoint=last), first_step
+    if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model:
+        # Trainer.evaluate() before train() (sft, dpo: the "before" numbers) marks the bare model prepared; train()
+        # would then skip the DDP wrap and every process would train alone (transformers 5.24, accelerate 1.15).
+        trainer.model.__dict__.pop("_is_accelerate_prepared", None)
+    output = trainer.train(resume_from_checkpoint=last)
+    if monitor.diverged:
+        good = last_complete_checkpoint(Path(trainer.args.output_dir))
+        raise TrainingError(f"{Path(trainer.args.output_dir).parent.name}: {monitor.diverged}; training stopped and "
+                            f"nothing was saved. Last good checkpoint: {good or 'none'} (kept). Lower the learning "
+                            f"rate or set max_grad_norm, then rerun (add --force to start over).")
+    return output, first_step
 
 
 def status_of(monitor: SampleMonitor) -> tuple[str, str | None]:

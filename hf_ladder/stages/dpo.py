@@ -106,7 +106,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                        metrics=metrics, reason=reason, wall_time_s=time.time() - start,
                        inputs={"base_model": trainer.model.name_or_path, "reference": "frozen copy of the base model",
                                "data": p.source, "world_size": trainer.args.world_size,
-                               "global_batch": global_batch(trainer.args)})
+                               "global_batch": global_batch(trainer.args),
+                               "per_device_train_batch_size": trainer.args.per_device_train_batch_size})
 
 
 # ------------------------------------------------------------------------------------------- helpers

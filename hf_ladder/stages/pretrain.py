@@ -12,6 +12,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import AutoTokenizer, Trainer, TrainingArguments, default_data_collator, set_seed
 
 from hf_ladder.data.corpus import load_corpus
@@ -40,7 +41,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
 
     # data and tokenizer: cheap, and every bad input fails here, before a model exists
     corpus = load_corpus(recipe.data)
-    tokenizer = _tokenizer(recipe, corpus.train, out / "tokenizer")
+    with PartialState().main_process_first():  # one process trains and saves the tokenizer, the others load it
+        tokenizer = _tokenizer(recipe, corpus.train, out / "tokenizer")
     train_blocks = pack(encode_documents(tokenizer, corpus.train), block_size)  # (n_train, block_size)
     val_blocks = pack(encode_documents(tokenizer, corpus.validation), block_size)  # (n_val, block_size)
     print(f"data: {corpus.source}\n      train {sum(map(len, corpus.train)):,} chars -> {train_blocks.numel():,} "

@@ -127,7 +127,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                        metrics=metrics, reason=reason, wall_time_s=time.time() - start,
                        inputs={"base_model": trainer.model.name_or_path, "data": p.source,
                                "global_batch": global_batch(trainer.args),
-                               "world_size": trainer.args.world_size})
+                               "world_size": trainer.args.world_size,
+                               "per_device_train_batch_size": trainer.args.per_device_train_batch_size})
 
 
 # ------------------------------------------------------------------------------------------- helpers
