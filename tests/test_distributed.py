@@ -161,6 +161,22 @@ def launch_command_options():
     return launch_command_parser().parse_args(["script.py"])
 
 
+@pytest.fixture(autouse=True)
+def leave_no_trace():
+    """accelerate's launcher helpers and plugins touch process-wide state (environment, torch threads, the
+    PartialState singleton); later in-process tests must not inherit it."""
+    import torch
+    from accelerate.state import AcceleratorState, PartialState
+
+    env, threads = dict(os.environ), torch.get_num_threads()
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_accelerate_config_passes_the_launcher(name, monkeypatch):
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin

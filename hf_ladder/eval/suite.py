@@ -98,8 +98,13 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
             if "heldout" in tasks:
                 scores["heldout"] = heldout(model, tokenizer, heldout_text)
             for task in (t for t in tasks if t in BENCHMARKS):
-                scores.update(benchmarks.evaluate(model, tokenizer, [task], data_dir=cfg.data_dir,
-                                                  limit=limit_of(cfg.limit, task), batch_size=cfg.batch_size))
+                try:
+                    scores.update(benchmarks.evaluate(model, tokenizer, [task], data_dir=cfg.data_dir,
+                                                      limit=limit_of(cfg.limit, task), batch_size=cfg.batch_size))
+                except ValueError as e:  # e.g. an answer longer than the model's context: the harness fails too
+                    scores.pop(task, None)
+                    info[name].setdefault("skipped", {})[task] = str(e).splitlines()[0][:300]
+                    print(f"{name}: {task} not measured ({e})")
             if prompt_sets:
                 rows = side_by_side(model, tokenizer, prompt_sets, recipe)
                 samples += [{"rung": name, **row} for row in rows]
