@@ -53,7 +53,7 @@ eval: install
 	$(HF) eval $(RECIPE) $(ARGS)
 
 validate: install
-	$(HF) validate recipes/*.yaml
+	$(HF) validate recipes/*.yaml recipes/accelerate/*.yaml
 
 test: dev
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)

@@ -207,6 +207,9 @@ def cmd_validate(args) -> int:
     failed = 0
     for path in args.recipes:
         try:
+            if is_accelerate_config(path):
+                print(f"ok   {path}: {check_accelerate_config(path)}")
+                continue
             recipe = load_recipe(path)
         except RecipeError as e:
             print(f"FAIL {e}", file=sys.stderr)
@@ -214,6 +217,34 @@ def cmd_validate(args) -> int:
             continue
         print(f"ok   {path}: {recipe.name} · stages: {', '.join(recipe.stages) or '(none)'} · run_dir {recipe.run_dir}")
     return 1 if failed else 0
+
+
+def is_accelerate_config(path: str) -> bool:
+    """An `accelerate config` file (recipes/accelerate/*.yaml) rather than a ladder recipe."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "distributed_type" in raw
+
+
+def check_accelerate_config(path: str) -> str:
+    """Parse an accelerate config with accelerate's own loader and launcher checks; a one-line summary.
+
+    Raises:
+        RecipeError: accelerate rejects the file (unknown keys, impossible settings).
+    """
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    try:
+        cluster = load_config_from_file(path)
+        _validate_launch_command(launch_command_parser().parse_args(["--config_file", path, "-m", "hf_ladder.cli"]))
+    except (ValueError, TypeError, KeyError) as e:
+        raise RecipeError(f"{path}: accelerate rejects this config: {e}") from e
+    return f"accelerate config · {cluster.distributed_type.value} · {cluster.num_processes} process(es)"
 
 
 def cmd_generate(args) -> int:

@@ -19,6 +19,16 @@ def test_every_shipped_recipe_validates(capsys):
     assert out.count("ok ") == len(recipes)
 
 
+def test_accelerate_configs_validate_with_accelerates_own_loader(tmp_path, capsys):
+    configs = sorted(glob.glob(str(ROOT / "recipes" / "accelerate" / "*.yaml")))
+    assert len(configs) == 4 and cli.main(["validate", *configs]) == 0
+    assert capsys.readouterr().out.count("accelerate config") == 4
+    bad = tmp_path / "ddp.yaml"
+    bad.write_text((ROOT / "recipes" / "accelerate" / "ddp.yaml").read_text() + "num_proceses: 4\n")
+    assert cli.main(["validate", str(bad)]) == 1
+    assert "num_proceses" in capsys.readouterr().err
+
+
 def test_misspelled_key_fails_in_validate_naming_the_right_key(tmp_path, capsys):
     raw = yaml.safe_load(DEFAULT_RECIPE.read_text())
     raw["pretrain"]["learning_rat"] = raw["pretrain"].pop("learning_rate")
