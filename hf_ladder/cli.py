@@ -145,11 +145,9 @@ EVAL_COLUMNS = [("held-out bpb", "heldout", "bits_per_byte", ".3f"),
 
 def print_rungs(results, results_path: Path) -> None:
     """The ladder's closing table: one row per rung with its eval numbers and its stage's headline."""
-    import json
+    from hf_ladder.runs import read_json
 
-    scores = json.loads(results_path.read_text()) if results_path.exists() else {}
-    info_path = results_path.with_name("rungs.json")
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    scores, info = read_json(results_path, {}), read_json(results_path.with_name("rungs.json"), {})
     rungs = [(r.stage, r.status, r.metrics) for r in results if r.stage != "quantize"]
     quantize = next((r for r in results if r.stage == "quantize"), None)
     if quantize is not None:

@@ -23,7 +23,6 @@ itself before hashing any file when the folder has a README.md, so a real push i
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tempfile
@@ -34,6 +33,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import validate_repo_id
 
 from hf_ladder.eval.report import BASELINE, REFERENCE, baseline_measured, published
+from hf_ladder.runs import read_json, read_jsonl
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
@@ -204,11 +204,6 @@ def locate(stage_dir: Path) -> tuple[Path, str, str | None]:
     return root, stage, variant
 
 
-def read_json(path: Path, default=None):
-    """The JSON in `path`, or `default` when the file does not exist."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
-
-
 def stage_of(manifest: dict, model: str | None) -> str | None:
     """The manifest stage whose model/ is `model` (a path as the manifest records it), or None."""
     path = Path(model).as_posix() if model else ""
@@ -344,8 +339,7 @@ def fmt(x) -> str:
 
 def pick_samples(path: Path, variant: str | None, k: int = 3) -> list[dict]:
     """`k` samples of the stage's last round (of `variant` for quantize), sampled decoding first."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.exists() else []
+    rows = read_jsonl(path)
     if variant:
         rows = [r for r in rows if r.get("variant") == variant]
     else:

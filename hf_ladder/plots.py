@@ -31,8 +31,13 @@ def plot_losses(log_history: list[dict], path: Path, title: str, alerts: list[di
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Save `fig` to `path` atomically (a temporary file, then renamed) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)

@@ -383,7 +383,7 @@ def _stage_extra_keys(stage: str) -> dict[str, Any]:
     return extra if stage != "pretrain" else {}
 
 
-def _library_keys(schema: type) -> dict[str, Any]:
+def library_keys(schema: type) -> dict[str, Any]:
     """A library class's argument names -> types (for BitsAndBytesConfig: its constructor's arguments)."""
     hints = _field_types(schema)
     if schema.__name__ == "BitsAndBytesConfig":
@@ -432,7 +432,7 @@ def _check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
     except RecipeError as e:
         errors.append(str(e))
         return dict(section)
-    keys = {schema: _library_keys(schema) for schema in schemas}
+    keys = {schema: library_keys(schema) for schema in schemas}
     extra = _stage_extra_keys(stage)
     groups: dict[type, dict[str, Any]] = {schema: {} for schema in schemas}
     own: dict[str, Any] = {}
@@ -502,7 +502,7 @@ def _check_quantize(section: dict, errors: list[str]) -> dict[str, Any]:
     if not isinstance(variants, dict) or not variants:
         errors.append("quantize.variants: a mapping of variant name -> BitsAndBytesConfig arguments")
         return out
-    keys = _library_keys(BitsAndBytesConfig)
+    keys = library_keys(BitsAndBytesConfig)
     out["variants"] = {}
     for name, kwargs in variants.items():
         where = f"quantize.variants.{name}"

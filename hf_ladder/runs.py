@@ -132,6 +132,23 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write one JSON object per line, atomically."""
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in `path`, or `default` when the file does not exist."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-empty line of `path`; [] when it does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -143,12 +160,14 @@ def write_yaml(path: Path, obj: Any) -> None:
 
 
 def save_model(model, tokenizer, dest: Path) -> None:
-    """Save model + tokenizer (safetensors) to `dest` atomically: into a temporary folder, then swapped in."""
+    """Save a model (safetensors; a peft model: its adapter) and its tokenizer (None: the model only) to `dest`
+    atomically: into a temporary folder, then swapped in; the old folder stays whole until then."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     old = dest.with_name(f".{dest.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)

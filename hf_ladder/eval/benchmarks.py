@@ -445,21 +445,28 @@ def evaluate(model, tokenizer, tasks=TASKS, data_dir: str | Path | None = None, 
     `data_dir`: local folder like /work/shared/data, or None for the Hub. The model runs as it is (device,
     dtype); log-probabilities are fp32.
     """
-    out = {}
-    for task in tqdm(list(tasks), desc="benchmarks", unit="task", disable=not progress):
-        docs = load_docs(task, data_dir, limit, subjects)
-        if task == "hellaswag":
-            out[task] = score_hellaswag(model, tokenizer, docs, batch_size, progress)
-        elif task == "lambada_openai":
-            out[task] = score_lambada(model, tokenizer, docs, batch_size, progress)
-        elif task == "mmlu":
-            out[task] = score_mmlu(model, tokenizer, docs, None, batch_size, progress)
-        elif task == "mmlu_5shot":
-            out[task] = score_mmlu(model, tokenizer, docs, mmlu_shots({d["subject"] for d in docs}, data_dir),
-                                   batch_size, progress)
-        else:
-            out[task] = score_wikitext(model, tokenizer, docs, batch_size, progress)
-    return out
+    return {task: score(model, tokenizer, task, *load_task(task, data_dir, limit, subjects), batch_size, progress)
+            for task in tqdm(list(tasks), desc="benchmarks", unit="task", disable=not progress)}
+
+
+def load_task(task: str, data_dir: str | Path | None = None, limit: int | None = None,
+              subjects: list[str] | None = None) -> tuple[list[dict], dict[str, list[dict]] | None]:
+    """(documents, MMLU few-shot rows per subject or None): what `score` needs, read once for any number of
+    models. Raises as `load_docs` and `mmlu_shots`."""
+    docs = load_docs(task, data_dir, limit, subjects)
+    return docs, mmlu_shots({d["subject"] for d in docs}, data_dir) if task == "mmlu_5shot" else None
+
+
+def score(model, tokenizer, task: str, docs: list[dict], shots: dict[str, list[dict]] | None = None,
+          batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+    """{metric: value} of one task on documents from `load_task` (the score_* function of the task)."""
+    if task == "hellaswag":
+        return score_hellaswag(model, tokenizer, docs, batch_size, progress)
+    if task == "lambada_openai":
+        return score_lambada(model, tokenizer, docs, batch_size, progress)
+    if task in ("mmlu", "mmlu_5shot"):
+        return score_mmlu(model, tokenizer, docs, shots, batch_size, progress)
+    return score_wikitext(model, tokenizer, docs, batch_size, progress)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,9 +26,7 @@ and as HTML, so the two always hold the same tables.
 from __future__ import annotations
 
 import html
-import json
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -38,8 +36,9 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hf_ladder.plots import save_figure  # noqa: E402
 from hf_ladder.recipe import STAGE_ORDER  # noqa: E402
-from hf_ladder.runs import write_text  # noqa: E402
+from hf_ladder.runs import read_json, read_jsonl, write_text  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "eval" / "reference" / "gpt2-small.yaml"
 BASELINE = "gpt2"  # the baseline's rung when eval/rungs.json names none of kind "baseline"
@@ -96,18 +95,6 @@ def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path = R
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-
-def read_json(path: Path, default=None):
-    """The JSON in `path`, or `default` when the file does not exist."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """One dict per non-empty line of `path`; [] when it does not exist."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_run(run_dir: Path) -> dict:
@@ -215,14 +202,6 @@ def megabytes(n: float | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- plots
-
-
-def save_figure(fig, path: Path) -> None:
-    """Save `fig` to `path` atomically and close it."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_losses(stages: dict, path: Path) -> bool:

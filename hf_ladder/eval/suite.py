@@ -22,7 +22,6 @@ why not), `samples.jsonl`; then the report (`hf_ladder.eval.report`) in `runs/<r
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -38,7 +37,7 @@ from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.monitor import coherence_score
 from hf_ladder.recipe import STAGE_ORDER, EvalConfig, Recipe, RecipeError, load_recipe
-from hf_ladder.runs import Run, write_json
+from hf_ladder.runs import Run, read_json, write_json, write_jsonl
 
 BENCHMARKS = ("wikitext", "hellaswag", "lambada_openai", "mmlu", "mmlu_5shot")
 
@@ -64,11 +63,12 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
     if not rungs:
         raise RecipeError(f"{run.root}: no finished stage to evaluate; run `hf-ladder ladder {recipe.source}` first")
     out = run.root / "eval"
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    info = json.loads((out / "rungs.json").read_text()) if (out / "rungs.json").exists() else {}
+    results, info = read_json(out / "results.json", {}), read_json(out / "rungs.json", {})
     heldout_text = load_corpus(recipe.data).validation_text if "heldout" in tasks else ""
+    inputs = {}  # each benchmark's documents, read once for every rung
     if backend == "hf-ladder":
-        tasks = [t for t in tasks if t not in BENCHMARKS or available(t, cfg.data_dir)]
+        inputs = {t: load_task(t, cfg.data_dir, limit_of(cfg.limit, t)) for t in tasks if t in BENCHMARKS}
+        tasks = [t for t in tasks if t not in BENCHMARKS or inputs[t] is not None]
     prompt_sets = load_prompts(cfg.prompts) if "samples" in tasks else {}
     samples: list[dict] = []
     targets = [(name, folder, "variant" if name.startswith("quantize/") else "stage") for name, folder in rungs.items()]
@@ -99,8 +99,7 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
                 scores["heldout"] = heldout(model, tokenizer, heldout_text)
             for task in (t for t in tasks if t in BENCHMARKS):
                 try:
-                    scores.update(benchmarks.evaluate(model, tokenizer, [task], data_dir=cfg.data_dir,
-                                                      limit=limit_of(cfg.limit, task), batch_size=cfg.batch_size))
+                    scores[task] = benchmarks.score(model, tokenizer, task, *inputs[task], batch_size=cfg.batch_size)
                 except ValueError as e:  # e.g. an answer longer than the model's context: the harness fails too
                     scores.pop(task, None)
                     info[name].setdefault("skipped", {})[task] = str(e).splitlines()[0][:300]
@@ -173,16 +172,15 @@ def limit_of(limit: int | dict[str, int] | None, task: str | None) -> int | None
     return limit.get(task) if isinstance(limit, dict) else limit
 
 
-def available(task: str, data_dir: str | None) -> bool:
-    """Whether the task's documents can be read (from `data_dir`, else the Hub); says why not. A benchmark
-    that cannot be read is left out of every rung rather than reported with a made-up number."""
+def load_task(task: str, data_dir: str | None, limit: int | None) -> tuple | None:
+    """The task's documents (and few-shot rows), from `data_dir` or else the Hub, or None and why not: a
+    benchmark that cannot be read is left out of every rung rather than reported with a made-up number."""
     try:
-        benchmarks.load_docs(task, data_dir, limit=1)
-        return True
+        return benchmarks.load_task(task, data_dir, limit)
     except Exception as e:  # a missing folder, the Hub unreachable, a malformed file: the reason is printed
         print(f"eval: {task} skipped: its data cannot be read from {data_dir or 'the Hub'} "
               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
-        return False
+        return None
 
 
 def heldout(model, tokenizer, text: str) -> dict[str, float]:
@@ -262,13 +260,6 @@ def headline(scores: dict[str, dict]) -> list[str]:
              ("samples", "coherence_mean", "coherence {:.0f}")]
     return [fmt.format(scores[t][m]) for t, m, fmt in picks if m in scores.get(t, {})] or [
         f"{t}: {len(m)} metrics" for t, m in scores.items()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Atomically: a temporary file, then `os.replace`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
 
 
 def recipe_of(target: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -30,6 +30,7 @@ from hf_ladder.generate import generate, generation_config
 from hf_ladder.monitor.coherence import coherence_score
 from hf_ladder.monitor.memorization import NgramIndex
 from hf_ladder.recipe import MonitorConfig
+from hf_ladder.runs import read_jsonl, write_jsonl
 
 
 class SampleMonitor(TrainerCallback):
@@ -62,10 +63,9 @@ class SampleMonitor(TrainerCallback):
         restored log history, so the overfitting check does too."""
         rows, self.rounds, self.alerts = [], [], []
         if self.samples_path.exists():
-            rows = [json.loads(line) for line in self.samples_path.read_text(encoding="utf-8").splitlines() if line]
-            rows = [r for r in rows if r["step"] <= state.global_step]
+            rows = [r for r in read_jsonl(self.samples_path) if r["step"] <= state.global_step]
             if state.is_world_process_zero:  # every process reads the file, one rewrites it
-                _write_rows(self.samples_path, rows)
+                write_jsonl(self.samples_path, rows)
         for step in sorted({r["step"] for r in rows}):
             judged = [r["coherence"] for r in rows if r["step"] == step and r["decoding"] == self.judged]
             if judged:
@@ -202,9 +202,3 @@ def _last_train_loss(log_history: list[dict], step: int) -> float:
     """The training loss last logged at or before `step` (nan before the first log)."""
     losses = [h["loss"] for h in log_history if "loss" in h and h["step"] <= step]
     return losses[-1] if losses else float("nan")
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)

@@ -3,6 +3,7 @@ complete checkpoint, the base model a stage starts from, and writing the stage's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 from hf_ladder.generate import generation_config
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.plots import plot_losses
-from hf_ladder.recipe import RecipeError, accelerator_available
+from hf_ladder.recipe import DatasetArgs, RecipeError, accelerator_available
 from hf_ladder.runs import Context, TrainingError, save_model, write_json, write_yaml
+
+DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}  # where SFT / DPO data come from (TRL's names)
+EOS_PROMPTS = 50  # held-out prompts whose greedy answers SFT and DPO check for eos
 
 
 def training_defaults(cfg: dict, ctx: Context) -> dict:

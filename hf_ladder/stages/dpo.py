@@ -28,6 +28,8 @@ from hf_ladder.monitor import SampleMonitor
 from hf_ladder.recipe import DatasetArgs
 from hf_ladder.runs import Context, StageResult
 from hf_ladder.stages.common import (
+    DATA_KEYS,
+    EOS_PROMPTS,
     base_model,
     check_max_length,
     drop_long_prompts,
@@ -40,8 +42,6 @@ from hf_ladder.stages.common import (
     write_outputs,
 )
 
-DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}
-EOS_PROMPTS = 50  # held-out prompts whose greedy answers are checked for eos
 TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 

@@ -14,8 +14,6 @@ scenes (specialization) and on the recipe's other validation plays (forgetting),
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import shutil
 import time
 
 import torch
@@ -34,7 +32,8 @@ from hf_ladder.data.packing import lm_dataset, pack
 from hf_ladder.data.tokenizer import encode_documents
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.monitor import SampleMonitor
-from hf_ladder.runs import Context, StageResult
+from hf_ladder.recipe import library_keys
+from hf_ladder.runs import Context, StageResult, save_model
 from hf_ladder.stages.common import base_model, monitor_metrics, status_of, train, training_defaults, write_outputs
 
 # Per-architecture defaults: GPT-2's attention and MLP are Conv1D layers (weights stored transposed, hence
@@ -45,8 +44,7 @@ LORA_DEFAULTS = {
 }
 LORA_KEYS = {f.name for f in dataclasses.fields(LoraConfig)}
 TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingArguments)}
-BNB_KEYS = set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs"}
-OWN_KEYS = {"model_name_or_path", "target_play", "test_split_size"}
+BNB_KEYS = set(library_keys(BitsAndBytesConfig))
 
 
 def lora_config(model_type: str, kwargs: dict) -> LoraConfig:
@@ -107,11 +105,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
 
     adapter = out / "adapter"
     if trainer.is_world_process_zero():
-        tmp = out / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        shutil.rmtree(adapter, ignore_errors=True)
-        tmp.rename(adapter)
+        save_model(model, None, adapter)  # the adapter alone; the tokenizer goes with the merged model
     merged = merge(model, None if qlora else full, base, adapter)
     after = scores(merged, tokenizer, texts, block_size, "after")
     metrics = {**before, **after, "trainable_parameters": trainable, "total_parameters": total,

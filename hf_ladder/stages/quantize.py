@@ -16,9 +16,6 @@ A variant the current device cannot run is reported as skipped, with the reason;
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +28,7 @@ from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate, generation_config
 from hf_ladder.monitor import coherence_score
 from hf_ladder.recipe import DEFAULT_VARIANTS
-from hf_ladder.runs import Context, StageResult, write_json, write_text, write_yaml
+from hf_ladder.runs import Context, StageResult, save_model, write_json, write_jsonl, write_yaml
 from hf_ladder.stages.common import base_model
 
 QUANTIZED_LAYERS = ("Linear8bitLt", "Linear4bit")
@@ -44,7 +41,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     recipe, out = ctx.recipe, ctx.run.stage_dir("quantize")
     src = base_model("quantize", cfg, ctx)
     metrics, rows, saved, skipped = quantize_and_measure(src, cfg.get("variants", DEFAULT_VARIANTS), recipe, out)
-    write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(out / "samples.jsonl", rows)
     metrics["wall_time_s"] = time.time() - start
     write_json(out / "metrics.json", metrics)
     write_yaml(out / "recipe.resolved.yaml", recipe.to_dict())
@@ -79,7 +76,7 @@ def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path)
         try:
             quantized = AutoModelForCausalLM.from_pretrained(src, quantization_config=BitsAndBytesConfig(**kwargs),
                                                              device_map={"": device}, use_safetensors=True)
-            save(quantized, tokenizer, dest)
+            save_model(quantized, tokenizer, dest)
             del quantized
             reloaded = AutoModelForCausalLM.from_pretrained(dest, device_map={"": device})  # from disk
             m = measure(reloaded, tokenizer, text, recipe, name, rows, linear_names, disk=dir_bytes(dest))
@@ -169,16 +166,6 @@ def tokens_per_second(model, tokenizer, prompt: str, repeats: int = 3) -> float:
 def dir_bytes(path: Path) -> int:
     """Bytes of the weight files in a model folder (safetensors)."""
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
-def save(model, tokenizer, dest: Path) -> None:
-    """Save a quantized model atomically (a temporary folder, then renamed into place)."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
 
 
 def table(metrics: dict[str, float], names: list[str]) -> str:

@@ -27,6 +27,8 @@ from hf_ladder.monitor import SampleMonitor
 from hf_ladder.recipe import RecipeError
 from hf_ladder.runs import Context, StageResult
 from hf_ladder.stages.common import (
+    DATA_KEYS,
+    EOS_PROMPTS,
     base_model,
     check_max_length,
     drop_long_prompts,
@@ -38,9 +40,6 @@ from hf_ladder.stages.common import (
     tuning_tokenizer,
     write_outputs,
 )
-
-DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}
-EOS_PROMPTS = 50  # held-out prompts whose greedy answers are checked for eos
 
 
 @dataclasses.dataclass
