@@ -4,7 +4,7 @@
 
 Both score the same in-memory model (fp32) on the same local documents: ours through `benchmarks.evaluate`,
 lm-eval through `simple_evaluate` with an `HFLM` wrapping that model and task YAMLs written by
-`benchmarks.write_harness_tasks` (spec §3). Each side is timed per task, end to end from the loaded model
+`tests/harness_tasks.py`. Each side is timed per task, end to end from the loaded model
 (documents read, prompts built, scored, aggregated); lm-eval's stderr bootstrap is off (bootstrap_iters=0).
 Prints per task: documents/s for each, the ratio, and the largest absolute and relative differences over the
 metrics both report. Without --model, a randomly initialised tiny GPT-2 (GPT-2 tokenizer, n_positions 128) is built.
@@ -13,6 +13,7 @@ A benchmark, not a test: the figures depend on the machine. Needs lm-eval (a dev
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from hf_ladder.eval import benchmarks  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the lm-eval task YAMLs (a dev tool)
+from harness_tasks import harness_metrics, write_harness_tasks  # noqa: E402
 
 SUBJECTS = ["anatomy", "college_physics", "high_school_us_history", "marketing"]
 
@@ -51,7 +55,7 @@ def time_harness(lm, task_dir, name, args) -> tuple[float, dict]:
     start = time.perf_counter()
     results = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(task_dir)),
                                       limit=args.limit, bootstrap_iters=0, log_samples=False, verbosity="ERROR")
-    return time.perf_counter() - start, benchmarks.harness_metrics(results, name)
+    return time.perf_counter() - start, harness_metrics(results, name)
 
 
 def main():
@@ -60,7 +64,7 @@ def main():
     p.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--limit", type=int, default=200, help="documents per task (MMLU: per subject)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward, for both")
-    p.add_argument("--tasks", nargs="+", default=list(benchmarks.TASKS), choices=benchmarks.TASKS)
+    p.add_argument("--tasks", nargs="+", default=list(benchmarks.BENCHMARKS), choices=list(benchmarks.BENCHMARKS))
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is faster for tiny "
                                                 "models on a busy machine)")
     args = p.parse_args()
@@ -75,7 +79,7 @@ def main():
         model, tokenizer = tiny_model(args.data_dir)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
     task_dir = Path(tempfile.mkdtemp(prefix="eval_speed_"))
-    names = benchmarks.write_harness_tasks(task_dir, args.data_dir, SUBJECTS)
+    names = write_harness_tasks(task_dir, args.data_dir, SUBJECTS)
     print(f"{args.model or 'tiny random GPT-2'}: limit {args.limit} (MMLU: x {len(SUBJECTS)} subjects), "
           f"batch {args.batch_size}, CPU {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'task':<16} {'docs':>6} {'ours docs/s':>12} {'lm-eval docs/s':>15} {'ratio':>7} {'max |diff|':>11} "

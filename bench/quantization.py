@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hf_ladder.recipe import DEFAULT_VARIANTS, load_recipe
+from hf_ladder.recipe import load_recipe
 from hf_ladder.runs import Run
+from hf_ladder.schema import QuantizeArgs
 from hf_ladder.stages.quantize import quantize_and_measure
 
 
@@ -29,7 +30,7 @@ def main() -> int:
     if src is None:
         print(f"no finished stage in {run.root}: run `make ladder` (or give --model DIR)", file=sys.stderr)
         return 2
-    variants = recipe.stages.get("quantize", {}).get("variants", DEFAULT_VARIANTS)
+    variants = (recipe.stages["quantize"]["variants"] if "quantize" in recipe.stages else QuantizeArgs()).variants
     with tempfile.TemporaryDirectory() as tmp:
         quantize_and_measure(src, variants, recipe, Path(tmp))
     return 0

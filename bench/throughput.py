@@ -13,29 +13,30 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_ladder.recipe import accelerator_available, load_recipe
+from hf_ladder.modeling import device
+from hf_ladder.recipe import load_recipe
 
 
 def time_steps(recipe, attn: str, bf16: bool, steps: int, warmup: int = 3) -> float:
     cfg = recipe.model
     kwargs = {k: v for k, v in cfg.items() if k not in ("model_type", "init_from", "attn_implementation")}
     config = AutoConfig.for_model(cfg.get("model_type", "gpt2"), vocab_size=recipe.tokenizer.vocab_size, **kwargs)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).to(device)
+    where = device()
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).to(where)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = recipe.stages["pretrain"].get("per_device_train_batch_size", 8)
-    x = torch.randint(0, recipe.tokenizer.vocab_size, (batch, recipe.data.block_size), device=device)
+    batch = recipe.stages["pretrain"]["args"].get("per_device_train_batch_size", 8)
+    x = torch.randint(0, recipe.tokenizer.vocab_size, (batch, recipe.data.block_size), device=where)
     for i in range(warmup + steps):
         if i == warmup:
-            if device == "cuda":
+            if where == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(where, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    if device == "cuda":
+    if where == "cuda":
         torch.cuda.synchronize()
     return steps * x.numel() / (time.perf_counter() - start)
 
@@ -46,8 +47,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     args = p.parse_args()
     recipe = load_recipe(args.recipe)
-    where = "GPU" if accelerator_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{recipe.name}: batch {recipe.stages['pretrain'].get('per_device_train_batch_size', 8)} x block "
+    where = device() if device() != "cpu" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{recipe.name}: batch {recipe.stages['pretrain']['args'].get('per_device_train_batch_size', 8)} x block "
           f"{recipe.data.block_size}, {where}, torch {torch.__version__}")
     print(f"{'precision':<10} {'attention':<10} {'tokens/s':>10}")
     for bf16 in (False, True):

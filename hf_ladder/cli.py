@@ -1,5 +1,6 @@
 """`hf-ladder`: the command line.
 
+    hf-ladder recipes [copy NAME [DEST] [--force]]   the built-in recipes; copy one to edit
     hf-ladder run STAGE RECIPE [key=value ...] [--force]
     hf-ladder ladder RECIPE [key=value ...] [--force STAGE]
     hf-ladder validate RECIPE...
@@ -9,30 +10,66 @@
     hf-ladder push RUN_DIR/STAGE REPO_ID [--private] [--base-model HUB_ID]
     hf-ladder generate MODEL_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
-Overrides use dotted keys: `pretrain.max_steps=40`, `run_dir=/somewhere`, `data.path=input.txt`.
+RECIPE is a YAML file or a built-in recipe's name (`shakespeare-tiny`). Overrides use dotted keys, before or after
+the options: `pretrain.max_steps=40`, `run_dir=/somewhere`, `data.path=input.txt`. Every command checks its
+arguments before it loads any data or model: a bad one is one line naming it, and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import warnings
 from pathlib import Path
 
+from hf_ladder import assets, metrics
 from hf_ladder.data.corpus import DataError
-from hf_ladder.recipe import STAGE_ORDER, RecipeError, load_recipe
-from hf_ladder.runs import TrainingError
+from hf_ladder.runs import TrainingError, read_json
+from hf_ladder.schema import RecipeError
 
 
-def main(argv: list[str] | None = None) -> int:
-    # TRL 1.16 still calls transformers' renamed `is_gradient_checkpointing`; nothing a user can act on
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def at_least_zero(kind):
+    def check(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        return value
+    check.__name__ = kind.__name__
+    return check
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser (help and the list of commands) and one parser per command. Stage names are checked by
+    the commands (against hf_ladder.stages), so that `hf-ladder recipes` and `--help` need not import the stack."""
     parser = argparse.ArgumentParser(prog="hf-ladder", description=__doc__.split("\n\n")[0].strip("` "),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("recipes", help="list the built-in recipes, or copy one to edit")
+    p.add_argument("action", nargs="?", choices=("list", "copy"), default="list")
+    p.add_argument("name", nargs="?", help="copy: the built-in recipe (`hf-ladder recipes` lists them)")
+    p.add_argument("dest", nargs="?", help="copy: the file or folder to write (default: ./NAME.yaml)")
+    p.add_argument("--force", action="store_true", help="copy: overwrite DEST")
+
     p = sub.add_parser("run", help="run one stage of a recipe")
-    p.add_argument("stage", choices=STAGE_ORDER)
+    p.add_argument("stage", help="a stage of the ladder: pretrain, sft, dpo, ... (hf_ladder.stages)")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--force", action="store_true", help="redo the stage even if it already finished")
@@ -40,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ladder", help="run every stage of a recipe, bottom to top")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--force", metavar="STAGE", choices=(*STAGE_ORDER, "eval"),
-                   help="redo STAGE and every stage after it (eval: only the eval)")
+    p.add_argument("--force", metavar="STAGE", help="redo STAGE and every stage after it (eval: only the eval)")
 
     p = sub.add_parser("validate", help="check recipes without loading any data or model")
     p.add_argument("recipes", nargs="+")
@@ -51,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--baseline", help="Hub id or folder (default: the recipe's eval.baseline, openai-community/gpt2); "
                                       "'none' for no baseline")
-    p.add_argument("--tasks", help="comma-separated: heldout,wikitext,hellaswag,lambada_openai,mmlu,mmlu_5shot,samples "
+    p.add_argument("--tasks", help=f"comma-separated: {','.join(metrics.TASK_NAMES)} "
                                    "(with --backend lm-eval: any harness task)")
-    p.add_argument("--limit", type=int, help="first N documents per task (MMLU: per subject)")
-    p.add_argument("--data-dir", help="read the benchmarks from a folder laid out like ../shared/data")
+    p.add_argument("--limit", type=positive, help="first N documents per task (MMLU: per subject)")
+    p.add_argument("--data-dir", help="read the benchmarks from a folder laid out like the shared test data")
     p.add_argument("--backend", choices=("hf-ladder", "lm-eval"), default="hf-ladder")
     p.add_argument("--include-path", help="lm-eval backend: a folder of extra task YAMLs (lm-eval's --include_path)")
 
@@ -71,16 +107,34 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("generate", help="continue a prompt with a saved model")
     p.add_argument("model_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=positive, default=100)
+    p.add_argument("--temperature", type=at_least_zero(float), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=at_least_zero(int), default=0, help="0 = off")
+    p.add_argument("--top-p", type=probability, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+    return parser, dict(sub.choices)
 
-    args = parser.parse_args(argv)
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command's arguments; `key=value` overrides may come before or after the options (argparse's
+    intermixed parsing, per command: it does not span subcommands). Exits 2 with a usage line on bad input."""
+    parser, commands = make_parsers()
+    if not argv or argv[0] not in commands:
+        return parser.parse_args(argv)  # --help, or the error naming the valid commands
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    # TRL 1.16 still calls transformers' renamed `is_gradient_checkpointing`; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
+        args = parse(sys.argv[1:] if argv is None else list(argv))
         return COMMANDS[args.command](args)
-    except (RecipeError, DataError) as e:  # bad recipe or data: reported before any expensive work
+    except SystemExit as e:  # argparse: the usage line is printed; --help exits 0
+        return e.code if isinstance(e.code, int) else 2
+    except (RecipeError, DataError) as e:  # bad input: reported before any expensive work
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:  # e.g. a nan loss: the stage stopped, its last good checkpoint is kept
@@ -88,40 +142,52 @@ def main(argv: list[str] | None = None) -> int:
         return 4
 
 
+def cmd_recipes(args) -> int:
+    if args.action == "list":
+        for name, path in assets.builtin_recipes().items():
+            print(f"{name:<26} {assets.describe(path)}")
+        print("\nrun one: hf-ladder ladder NAME [key=value ...]; edit one: hf-ladder recipes copy NAME [DEST]")
+        return 0
+    if not args.name:
+        raise RecipeError("recipes copy: name the built-in recipe to copy (`hf-ladder recipes` lists them)")
+    src = assets.builtin_recipe(args.name)
+    dest = Path(args.dest) if args.dest else Path(src.name)
+    if dest.is_dir():
+        dest = dest / src.name
+    if dest.exists() and not args.force:
+        raise RecipeError(f"{dest}: already exists; pass --force to overwrite it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    print(f"{args.name} -> {dest}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from hf_ladder.ladder import run_stage
+    from hf_ladder.recipe import load_recipe
+    from hf_ladder.stages import STAGE_NAMES
 
+    if args.stage not in STAGE_NAMES:
+        raise RecipeError(f"run: unknown stage {args.stage!r}; the ladder is {' -> '.join(STAGE_NAMES)}")
     result = run_stage(args.stage, load_recipe(args.recipe, args.overrides), force=args.force)
     return 0 if result.status == "finished" else 3
 
 
-# What the rung table shows for each stage: (label, metric, format).
-HEADLINES = {
-    "pretrain": [("val bits/char", "val_bits_per_char", ".3f"), ("val loss", "val_loss", ".3f"),
-                 ("train-val gap", "train_val_gap", "+.3f")],
-    "sft": [("held-out loss", "heldout_loss_after", ".3f"), ("before", "heldout_loss_before", ".3f"),
-            ("ends with eos", "eos_rate_after", ".0%")],
-    "dpo": [("held-out margin", "heldout_rewards_margins_after", "+.3f"),
-            ("reward acc", "heldout_rewards_accuracies_after", ".0%"), ("pref acc", "pref_accuracy_after", ".0%"),
-            ("before", "pref_accuracy_before", ".0%"), ("ends with eos", "eos_rate_after", ".0%")],
-    "lora": [("target ppl", "target_perplexity_after", ".1f"), ("before", "target_perplexity_before", ".1f"),
-             ("other plays ppl", "other_perplexity_after", ".1f"), ("before", "other_perplexity_before", ".1f"),
-             ("trainable %", "trainable_percent", ".2f")],
-}
-
-
 def cmd_ladder(args) -> int:
+    from accelerate import PartialState
+
     from hf_ladder.eval.report import write_report
     from hf_ladder.eval.suite import evaluate_run
     from hf_ladder.ladder import run_ladder
+    from hf_ladder.recipe import load_recipe
     from hf_ladder.runs import Run
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.force not in (None, "eval", *recipe.stages):
+        raise RecipeError(f"--force {args.force}: not a stage of this ladder ({', '.join(recipe.stages)}) nor eval")
     results = run_ladder(recipe, force=None if args.force == "eval" else args.force)
     ok = bool(results) and all(r.status == "finished" for r in results)
     run = Run(recipe)
-    from accelerate import PartialState
-
     if not PartialState().is_main_process:  # under `accelerate launch`: the eval and the table are the main one's
         return 0 if ok else 3
     if ok and recipe.eval is not None:
@@ -132,41 +198,52 @@ def cmd_ladder(args) -> int:
             print(f"\n==== eval · recipe {recipe.name} · {run.root / 'eval'} ====", flush=True)
             evaluate_run(recipe)
         print(f"\nreport: {write_report(run.root)}")
-    print_rungs(results, run.root / "eval" / "results.json")
+    print_rungs(results, run)
     return 0 if ok else 3
 
 
-# The rung table: (label, task, metric, format) from eval/results.json, then each stage's own headline.
-EVAL_COLUMNS = [("held-out bpb", "heldout", "bits_per_byte", ".3f"),
-                ("wikitext bpb", "wikitext", "bits_per_byte", ".3f"),
-                ("hellaswag", "hellaswag", "acc_norm", ".1%"), ("lambada", "lambada_openai", "acc", ".1%"),
-                ("mmlu", "mmlu", "acc", ".1%"), ("coherence", "samples", "coherence_mean", ".0f")]
+def print_rungs(results, run) -> None:
+    """The ladder's closing table: a row per rung, a column per `rungs` eval metric (hf_ladder.metrics), and
+    the stage's own `rungs` readings beside it."""
+    from hf_ladder.stages import STAGES
 
-
-def print_rungs(results, results_path: Path) -> None:
-    """The ladder's closing table: one row per rung with its eval numbers and its stage's headline."""
-    from hf_ladder.runs import read_json
-
-    scores, info = read_json(results_path, {}), read_json(results_path.with_name("rungs.json"), {})
-    rungs = [(r.stage, r.status, r.metrics) for r in results if r.stage != "quantize"]
-    quantize = next((r for r in results if r.stage == "quantize"), None)
-    if quantize is not None:
-        rungs += [(f"quantize/{v}", quantize.status, {}) for v in quantize.inputs.get("variants", {})]
-    rungs += [(name, "baseline" if i["measured"] else "not measured", {}) for name, i in info.items()
-              if i["kind"] == "baseline"]
-    head = f"\n{'rung':<20} {'status':<9} " + " ".join(f"{label:>12}" for label, *_ in EVAL_COLUMNS)
-    print(head + "   stage readings")
-    for name, status, metrics in rungs:
-        cells = [f"{scores[name][task][metric]:{fmt}}" if metric in scores.get(name, {}).get(task, {}) else "—"
-                 for _, task, metric, fmt in EVAL_COLUMNS]
-        own = [f"{label} {metrics[key]:{fmt}}" for label, key, fmt in HEADLINES.get(name, []) if key in metrics]
-        print(f"{name:<20} {status:<9} " + " ".join(f"{c:>12}" for c in cells) + "   " + " · ".join(own))
+    eval_dir = run.root / "eval"
+    scores, info = read_json(eval_dir / "results.json", {}), read_json(eval_dir / "rungs.json", {})
+    columns = [m for m in metrics.shown("rungs") if m.source in metrics.TASK_NAMES]
+    rows = []
+    for r in results:
+        rungs = STAGES[r.stage].rungs(r.stage, r, run.stage_dir(r.stage))
+        rows += [(rung, r.status, r.metrics if rung == r.stage else {}) for rung in rungs]
+    rows += [(name, "baseline" if i["measured"] else "not measured", {}) for name, i in info.items()
+             if i["kind"] == "baseline"]
+    header = " ".join(f"{m.column or m.label:>12}" for m in columns)
+    print(f"\n{'rung':<20} {'status':<9} {header}   stage readings")
+    for name, status, own in rows:
+        cells = [m.format(scores.get(name, {}).get(m.source, {}).get(m.key)) for m in columns]
+        stage = name.split("/")[0]
+        readings = [f"{m.label} {m.format(own[m.key])}" for m in metrics.shown("rungs", stage) if m.key in own]
+        print(f"{name:<20} {status:<9} " + " ".join(f"{c:>12}" for c in cells) + "   " + " · ".join(readings))
 
 
 def cmd_eval(args) -> int:
     from hf_ladder.eval.report import write_report
-    from hf_ladder.eval.suite import evaluate_run, recipe_of
+    from hf_ladder.eval.suite import evaluate_run
+    from hf_ladder.recipe import load_recipe
 
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if args.backend == "hf-ladder" and tasks:
+        bad = [t for t in tasks if t not in metrics.TASK_NAMES]
+        if bad:
+            raise RecipeError(f"--tasks: unknown task(s) {', '.join(bad)}; ours are {', '.join(metrics.TASK_NAMES)} "
+                              f"(any lm-evaluation-harness task: --backend lm-eval)")
+    for option, folder in (("--data-dir", args.data_dir), ("--include-path", args.include_path)):
+        if folder and not Path(folder).is_dir():
+            raise RecipeError(f"{option}: {folder} is not a folder")
+    if args.include_path and args.backend != "lm-eval":
+        raise RecipeError("--include-path: only with --backend lm-eval")
+    if args.baseline and args.baseline.lower() != "none" and looks_local(args.baseline) \
+            and not Path(args.baseline).is_dir():
+        raise RecipeError(f"--baseline: {args.baseline} is not a folder (give a model folder or a Hub id)")
     overrides = list(args.overrides)
     if args.baseline:
         overrides.append("eval.baseline=null" if args.baseline.lower() == "none" else f"eval.baseline={args.baseline}")
@@ -174,8 +251,7 @@ def cmd_eval(args) -> int:
         overrides.append(f"eval.limit={args.limit}")
     if args.data_dir:
         overrides.append(f"eval.data_dir={args.data_dir}")
-    recipe = recipe_of(args.target, overrides)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    recipe = load_recipe(args.target, overrides)
     folder = evaluate_run(recipe, tasks, backend=args.backend, include_path=args.include_path)
     print(f"\nresults: {folder / 'results.json'}\nreport:  {write_report(folder.parent)}")
     return 0
@@ -183,18 +259,26 @@ def cmd_eval(args) -> int:
 
 def cmd_report(args) -> int:
     from hf_ladder.eval.report import write_report
-    from hf_ladder.eval.suite import recipe_of
+    from hf_ladder.recipe import load_recipe
 
-    print(write_report(Path(recipe_of(args.target).run_dir)))
+    run_dir = Path(load_recipe(args.target).run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise RecipeError(f"{run_dir}: no run here yet (no manifest.json); run `hf-ladder ladder {args.target}`")
+    print(write_report(run_dir))
     return 0
 
 
 def cmd_push(args) -> int:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     from hf_ladder.hub import push
 
     try:
+        validate_repo_id(args.repo_id)
+        if args.base_model:
+            validate_repo_id(args.base_model)
         url = push(Path(args.stage_dir), args.repo_id, private=args.private, base_model=args.base_model)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:  # HFValidationError is a ValueError
+    except (HFValidationError, FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"pushed {args.stage_dir} -> https://huggingface.co/{args.repo_id} ({url})")
@@ -202,6 +286,8 @@ def cmd_push(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from hf_ladder.recipe import load_recipe
+
     failed = 0
     for path in args.recipes:
         try:
@@ -245,13 +331,26 @@ def check_accelerate_config(path: str) -> str:
     return f"accelerate config · {cluster.distributed_type.value} · {cluster.num_processes} process(es)"
 
 
+def looks_local(source: str) -> bool:
+    """A model source written as a path (it exists, or starts with / . ~, or has more than one /), not a Hub id."""
+    return Path(source).exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1
+
+
 def cmd_generate(args) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if looks_local(args.model_dir) and not (Path(args.model_dir) / "config.json").is_file():
+        raise RecipeError(f"{args.model_dir}: not a model folder (no config.json)")
+    if not args.prompt:
+        raise RecipeError("--prompt: give a non-empty prompt")
+    from transformers import AutoTokenizer
 
     from hf_ladder.generate import generate, generation_config
+    from hf_ladder.modeling import load_model
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, use_safetensors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+        model = load_model(args.model_dir)
+    except OSError as e:  # a Hub id that cannot be fetched, or a folder without safetensors weights
+        raise RecipeError(f"{args.model_dir}: cannot load the model ({str(e).splitlines()[0]})") from None
     config = generation_config(tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     sample = generate(model, tokenizer, args.prompt, config, seed=args.seed)
     print(args.prompt + sample.text)
@@ -260,8 +359,8 @@ def cmd_generate(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate, "eval": cmd_eval, "report": cmd_report,
-            "push": cmd_push, "generate": cmd_generate}
+COMMANDS = {"recipes": cmd_recipes, "run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate,
+            "eval": cmd_eval, "report": cmd_report, "push": cmd_push, "generate": cmd_generate}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from hf_ladder.data.chat import end_of_turn_ids
+from hf_ladder.modeling import context_length, inference
 
 
 def generation_config(tokenizer, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
@@ -33,9 +34,7 @@ def generation_config(tokenizer, max_new_tokens: int = 64, temperature: float = 
 def fit_context(model, enc, config: GenerationConfig):
     """Keep prompt + continuation inside the model's context: a long prompt keeps its end, and
     max_new_tokens shrinks to the room left. Returns (encoding, config)."""
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is None:
-        return enc, config
+    positions = context_length(model)
     enc = {k: v[:, -(positions - 1):] for k, v in enc.items()}  # (B, <= positions - 1)
     room = positions - enc["input_ids"].shape[1]
     if room < config.max_new_tokens:
@@ -52,7 +51,6 @@ class Sample:
     tokens: int  # generated tokens, the end token included
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int | None = None) -> Sample:
     """Continue `prompt` (batch 1, KV cache on) and score the continuation. The continuation stops at the
     model's context length (a long prompt keeps its end).
@@ -62,27 +60,23 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int 
         same model, teacher-forced (the per-sample loss the monitor reads). Sampling draws from a forked RNG
         seeded with `seed`, so the caller's random state (data order, dropout) is untouched.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     enc, config = fit_context(model, tokenizer(prompt, return_tensors="pt").to(device), config)
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+    with inference(model), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         if seed is not None:
             torch.manual_seed(seed)
         out = model.generate(**enc, generation_config=config)  # (1, prompt + new)
-    n_prompt = enc["input_ids"].shape[1]
-    new = out[0, n_prompt:]
-    loss = float("nan")
-    if len(new):
-        logits = model(input_ids=out).logits[0, n_prompt - 1: -1].float()  # (new, vocab): predicts each new token
-        loss = F.cross_entropy(logits, new).item()
-    model.train(was_training)
+        n_prompt = enc["input_ids"].shape[1]
+        new = out[0, n_prompt:]
+        loss = float("nan")
+        if len(new):
+            logits = model(input_ids=out).logits[0, n_prompt - 1: -1].float()  # (new, vocab): predicts each new token
+            loss = F.cross_entropy(logits, new).item()
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     return Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss,
                   ended=bool(len(new)) and int(new[-1]) in ends, tokens=len(new))
 
 
-@torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfig, seed: int | None = None,
                    batch_size: int = 32) -> list[Sample]:
     """`generate` for many prompts at once: left-padded batches (prompts in the given order), the same
@@ -90,14 +84,12 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
 
     Shapes: each batch is (batch, longest prompt) ids, left-padded; outputs (batch, prompt + new).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     samples = []
     try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        with inference(model), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             if seed is not None:
                 torch.manual_seed(seed)
             for i in range(0, len(prompts), batch_size):
@@ -111,5 +103,4 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
                                           ended=stop is not None, tokens=len(new)))
     finally:
         tokenizer.padding_side = side
-        model.train(was_training)
     return samples

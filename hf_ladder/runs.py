@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from hf_ladder.recipe import STAGE_ORDER, Recipe
+from hf_ladder.schema import Recipe
 
 
 class TrainingError(RuntimeError):
@@ -60,7 +60,6 @@ class Context:
     recipe: Recipe
     run: Run
     previous: StageResult | None  # the stage below this one on the ladder, if it has run
-    force: bool = False  # redo the stage even if the manifest says it finished
 
 
 class Run:
@@ -91,15 +90,6 @@ class Run:
         result.model_dir = str(self.root / result.model_dir)  # recorded relative: run folders can move
         return result
 
-    def previous(self, stage: str) -> StageResult | None:
-        """The nearest stage below `stage` in the ladder that has a recorded result."""
-        below = STAGE_ORDER[: STAGE_ORDER.index(stage)]
-        for name in reversed(below):
-            result = self.finished(name)
-            if result is not None:
-                return result
-        return None
-
     def record(self, result: StageResult) -> None:
         """Add a stage's result to the manifest with the environment it ran in."""
         manifest = self.manifest()
@@ -112,10 +102,10 @@ class Run:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
         write_json(self.manifest_path, manifest)
 
-    def forget(self, stage: str) -> None:
-        """Drop `stage` and every stage above it from the manifest (they are redone)."""
+    def drop(self, stages) -> None:
+        """Forget `stages` in the manifest (they are redone)."""
         manifest = self.manifest()
-        for name in STAGE_ORDER[STAGE_ORDER.index(stage):]:
+        for name in stages:
             manifest["stages"].pop(name, None)
         if self.manifest_path.exists():
             write_json(self.manifest_path, manifest)

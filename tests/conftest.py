@@ -6,11 +6,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import contextlib  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -40,6 +43,46 @@ def tiny_recipe(run_dir, *overrides, recipe=DEFAULT_RECIPE):
     return load_recipe(recipe, [*TINY, f"run_dir={run_dir}", *overrides])
 
 
+@contextlib.contextmanager
+def calls_to(*functions):
+    """Record every call of `functions` inside the block, by code object: whichever module imported them under
+    whatever name, a call is seen (a mock.patch of one module's name would miss the others). Yields the list of
+    the called functions' qualified names, in call order."""
+    codes = {f.__code__: f.__qualname__ for f in functions}
+    seen: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            seen.append(codes[frame.f_code])
+
+    sys.setprofile(profile)
+    threading.setprofile(profile)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+
+
+def expensive_work():
+    """What no bad input may reach: reading a corpus or a Hub/file dataset, building or loading a model."""
+    import datasets
+    import transformers
+
+    from hf_ladder import modeling
+    from hf_ladder.data import corpus
+
+    return (corpus.load_corpus, corpus.parse_play, datasets.load_dataset, modeling.build_model, modeling.load_model,
+            transformers.PreTrainedModel.__init__)
+
+
+def tree(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `path` with its size and modification time: what "nothing on disk changed" compares."""
+    path = Path(path)
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*")) if p.is_file()} if path.exists() else {}
+
+
 # Injected into a copy of a report page: on load, which images loaded and which rows the tables have.
 CHECK = """<script>
 window.addEventListener("load", () => {
@@ -62,7 +105,8 @@ def chromium_summary(index: Path, tmp_path: Path) -> dict:
     check = index.with_name("check.html")  # beside index.html, so the images' relative paths resolve the same
     check.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/chrome",
-                          "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          "--no-first-run", "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
                          capture_output=True, text=True, timeout=60).stdout
     check.unlink()
     found = re.search(r'<pre id="check">(.*?)</pre>', dom, re.S)

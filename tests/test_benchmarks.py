@@ -3,35 +3,31 @@
 Two tiny random models are saved to disk (safetensors) and scored by both: a GPT-2 (GPT-2 tokenizer, adds
 no bos) and one with the ladder's own BPE (trained here on TinyShakespeare; it puts bos in front of every
 text). Both have n_positions 128, so MMLU 5-shot prompts are left-truncated. lm-eval reads the same local
-files through task YAMLs written by `benchmarks.write_harness_tasks`.
+files through task YAMLs written by `harness_tasks.write_harness_tasks`.
 """
 
 import csv
 import json
 import math
 
+import lm_eval
 import pytest
 import torch
+from harness_tasks import harness_metrics, write_harness_tasks
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_ladder.data.tokenizer import adds_bos, train_bpe
 from hf_ladder.eval import benchmarks
-from hf_ladder.eval.loglikelihood import (
-    encode_pairs,
-    loglikelihood,
-    loglikelihood_rolling,
-    max_length,
-    rolling_windows,
-    strided_nll,
-    strided_windows,
-)
+from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
+from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, rolling_windows
+from hf_ladder.modeling import context_length
 
-lm_eval = pytest.importorskip("lm_eval")
+TASKS = tuple(benchmarks.BENCHMARKS)
 
 SUBJECTS = ["anatomy", "high_school_us_history"]  # the second's 5-shot prompts are far over 128 tokens
 LIMIT = 50  # documents per task (MMLU: per subject)
 WIKI_LIMIT = {"gpt2": 4, "bpe": 50}  # wikitext needs the full-vocabulary softmax at every token: cheap for the BPE
-SCORED = [t for t in benchmarks.TASKS if t != "wikitext"]
+SCORED = [t for t in TASKS if t != "wikitext"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,18 +80,18 @@ def _harness(path, task_dir, names, wiki_limit):
 def scores(model_dirs, data_dir, tmp_path_factory):
     """{kind: (ours, harness, harness samples)}: {task: {metric: value}} twice, {task: [lm-eval sample]}."""
     task_dir = tmp_path_factory.mktemp("tasks")
-    names = benchmarks.write_harness_tasks(task_dir, data_dir, SUBJECTS)
+    names = write_harness_tasks(task_dir, data_dir, SUBJECTS)
     out = {}
     for kind, path in model_dirs.items():
         model, tokenizer = _load(path)
         ours = benchmarks.evaluate(model, tokenizer, SCORED, data_dir, LIMIT, SUBJECTS, batch_size=16, progress=False)
         ours |= benchmarks.evaluate(model, tokenizer, ["wikitext"], data_dir, WIKI_LIMIT[kind], progress=False)
         results = _harness(path, task_dir, names, WIKI_LIMIT[kind])
-        theirs = {t: benchmarks.harness_metrics(results, names[t]) for t in benchmarks.TASKS}
-        samples = {t: results["samples"][names[t]] for t in benchmarks.TASKS if "mmlu" not in t}
+        theirs = {t: harness_metrics(results, names[t]) for t in TASKS}
+        samples = {t: results["samples"][names[t]] for t in TASKS if "mmlu" not in t}
         for task in ("mmlu", "mmlu_5shot"):
             sub = [f"{names[task]}_{s}" for s in SUBJECTS]
-            theirs[task] |= {f"acc/{s}": benchmarks.harness_metrics(results, n)["acc"] for s, n in zip(SUBJECTS, sub)}
+            theirs[task] |= {f"acc/{s}": harness_metrics(results, n)["acc"] for s, n in zip(SUBJECTS, sub)}
             samples[task] = [x for n in sub for x in results["samples"][n]]  # subject by subject, as our docs
         out[kind] = ours, theirs, samples
     return out
@@ -126,11 +122,10 @@ def test_requests_and_loglikelihoods_equal_lm_eval(scores, model_dirs, data_dir,
     """Request by request: our prompt strings are lm-eval's `arguments`, our (ll, is_greedy) its `resps`."""
     samples = scores[kind][2][task]
     limit = WIKI_LIMIT[kind] if task == "wikitext" else LIMIT
-    docs = benchmarks.load_docs(task, data_dir, limit, SUBJECTS)
-    shots = benchmarks.mmlu_shots(SUBJECTS, data_dir) if task == "mmlu_5shot" else {}
+    docs = benchmarks.load(task, data_dir, limit, SUBJECTS)
     doc_ids = [i for s in SUBJECTS for i in range(LIMIT)] if "mmlu" in task else list(range(limit))
     assert [x["doc_id"] for x in samples] == doc_ids and len(docs) == len(doc_ids)
-    reqs = [benchmarks.doc_requests(task, d, shots.get(d.get("subject"), [])) for d in docs]
+    reqs = [benchmarks.BENCHMARKS[task].requests(d) for d in docs]
     assert reqs == [[tuple(a) for a in x["arguments"]] for x in samples]
     model, tokenizer = _load(model_dirs[kind])
     if task == "wikitext":
@@ -148,9 +143,9 @@ def test_requests_and_loglikelihoods_equal_lm_eval(scores, model_dirs, data_dir,
 
 def test_mmlu_5shot_prompts_are_left_truncated(data_dir, model_dirs):
     _, tokenizer = _load(model_dirs["gpt2"])
-    shots = benchmarks.mmlu_shots(["high_school_us_history"], data_dir)["high_school_us_history"]
-    docs = benchmarks.load_docs("mmlu_5shot", data_dir, LIMIT, ["high_school_us_history"])
-    lengths = [len(tokenizer(benchmarks.mmlu_context(d, shots))["input_ids"]) for d in docs]
+    docs = benchmarks.load("mmlu_5shot", data_dir, LIMIT, ["high_school_us_history"])
+    assert all(len(d["fewshot"]) == 5 for d in docs)
+    lengths = [len(tokenizer(mmlu.context(d))["input_ids"]) for d in docs]
     assert min(lengths) > 128
 
 
@@ -199,7 +194,7 @@ def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind):
     for (context, continuation), mine in zip(pairs, encode_pairs(tokenizer, pairs)):
         if context:
             assert mine == lm._encode_pair(context, continuation)
-    assert max_length(model, tokenizer) == lm.max_length == 128
+    assert context_length(model, tokenizer) == lm.max_length == 128
 
 
 def test_encode_pairs_edge_cases(model_dirs):
@@ -225,29 +220,6 @@ def test_rolling_windows_are_the_harness_windows(n):
     assert [t for _, k in rolling_windows(ids, 7, 8) for t in k] == ids
 
 
-@pytest.mark.parametrize("stride", [3, 8])
-def test_strided_nll_counts_each_scored_label_once(model_dirs, stride):
-    """The HF-docs loop with labels masked to -100, counting (labels[:, 1:] != -100) per window."""
-    model, tokenizer = _load(model_dirs["gpt2"])
-    model.config.n_positions = 8  # a short window: several strides over a short text
-    text = "The quick brown fox jumps over the lazy dog, then runs away into the dark green forest."
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    nll, count, prev_end = 0.0, 0, 0
-    for begin in range(0, ids.size(1), stride):
-        end = min(begin + 8, ids.size(1))
-        labels = ids[:, begin:end].clone()
-        labels[:, : -(end - prev_end)] = -100
-        n = int((labels[:, 1:] != -100).sum())
-        nll += model(ids[:, begin:end], labels=labels).loss.item() * n
-        count, prev_end = count + n, end
-        if end == ids.size(1):
-            break
-    ours = strided_nll(model, tokenizer, text, stride)
-    assert ours[1] == count and ours[0] == pytest.approx(nll, rel=1e-5)
-    assert count == ids.size(1) - (1 if stride < 8 else len(range(0, ids.size(1), stride)))
-    assert sum(e - s for _, s, e in strided_windows(ids.size(1), 8, stride)) == count
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # loaders and task definitions, on the real files
 
@@ -256,17 +228,15 @@ def test_wikitext_pages_and_detokenizer(data_dir):
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
     raw = (data_dir / "wikitext-2" / "wiki.test.raw").read_text(encoding="utf-8")
-    pages = benchmarks.wikitext_pages(raw)
+    pages = wikitext.pages(raw)
     assert len(pages) == 62 and pages[0].startswith(" = Robert Boulter = \n")
     assert " \n" + "\n".join(pages) == raw  # only the blank line before the first heading is dropped
     assert all(p.split("\n")[0].startswith(" = ") and not p.split("\n")[0].startswith(" = = ") for p in pages)
-    assert all(benchmarks.wikitext_detokenizer(p) == wikitext_detokenizer({"page": p}) for p in pages)
-    corpus = benchmarks.wikitext_corpus(data_dir)
-    assert corpus.startswith("\n\n = Robert Boulter = \n\n\n\n") and corpus.count("\n\n") >= 4357
+    assert all(wikitext.detokenize(p) == wikitext_detokenizer({"page": p}) for p in pages)
 
 
 def test_mmlu_csv_formats(data_dir, tmp_path):
-    docs = benchmarks.load_mmlu("anatomy", "test", data_dir)  # header row, 0-3 answers
+    docs = mmlu.subject_rows("anatomy", "test", data_dir)  # header row, 0-3 answers
     assert len(docs) == 135 and docs[0]["answer"] == 0 and len(docs[0]["choices"]) == 4
     assert docs[0]["question"].startswith("A lesion causing compression of the facial nerve")
     original = tmp_path / "mmlu" / "test" / "anatomy_test.csv"  # Hendrycks layout: no header, letter answers
@@ -274,41 +244,41 @@ def test_mmlu_csv_formats(data_dir, tmp_path):
     with open(original, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["What is 1?", "01", "1.0", "one", "I", "B"],
                                  ["Q2, with a comma", "a", "b", "c", "d", "D"]])
-    docs = benchmarks.load_docs("mmlu", tmp_path, subjects=["anatomy"])
+    docs = benchmarks.load("mmlu", tmp_path, subjects=["anatomy"])
     assert docs[0] == {"subject": "anatomy", "question": "What is 1?", "choices": ["01", "1.0", "one", "I"],
                        "answer": 1}
     assert docs[1]["answer"] == 3 and docs[1]["question"] == "Q2, with a comma"
-    assert benchmarks.mmlu_context(docs[0], [docs[1]]) == (
+    assert mmlu.context({**docs[0], "fewshot": [docs[1]]}) == (
         "The following are multiple choice questions (with answers) about anatomy.\n\n"
         "Q2, with a comma\nA. a\nB. b\nC. c\nD. d\nAnswer: D\n\n"
         "What is 1?\nA. 01\nB. 1.0\nC. one\nD. I\nAnswer:")
     with open(original, "a", newline="", encoding="utf-8") as f:
         csv.writer(f).writerow(["Q3", "a", "b", "c", "d", "E"])
     with pytest.raises(ValueError, match=r"anatomy_test.csv: row 3: answer 'E'"):
-        benchmarks.load_docs("mmlu", tmp_path, subjects=["anatomy"])
+        benchmarks.load("mmlu", tmp_path, subjects=["anatomy"])
     with pytest.raises(FileNotFoundError, match="college_physics"):
-        benchmarks.load_docs("mmlu", tmp_path, subjects=["college_physics"])
+        benchmarks.load("mmlu", tmp_path, subjects=["college_physics"])
 
 
 def test_hellaswag_and_lambada_rows(data_dir, tmp_path):
     from lm_eval.tasks.hellaswag.utils import preprocess
 
-    docs = benchmarks.load_docs("hellaswag", data_dir)
+    docs = benchmarks.load("hellaswag", data_dir)
     assert len(docs) == 1000
     for doc in docs[:200]:
-        query, choices, gold = benchmarks.hellaswag_query(doc)
+        query, choices, gold = hellaswag.query(doc)
         assert query == preprocess(doc["activity_label"] + ": " + doc["ctx_a"] + " " + doc["ctx_b"].capitalize())
         assert choices == [preprocess(e) for e in doc["endings"]] and gold == int(doc["label"])
-    lambada = benchmarks.load_docs("lambada_openai", data_dir, limit=3)
-    context, target = benchmarks.lambada_split(lambada[0]["text"])
-    assert len(lambada) == 3 and context + target == lambada[0]["text"] and target.count(" ") == 1
+    passages = benchmarks.load("lambada_openai", data_dir, limit=3)
+    context, target = lambada.split(passages[0]["text"])
+    assert len(passages) == 3 and context + target == passages[0]["text"] and target.count(" ") == 1
     bad = tmp_path / "hellaswag" / "bad.jsonl"
     bad.parent.mkdir()
     bad.write_text(json.dumps(docs[0]) + "\n" + json.dumps({**docs[1], "endings": ["a", "b"]}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: 'endings' must be a list of 4 strings"):
-        benchmarks.load_docs("hellaswag", tmp_path)
+        benchmarks.load("hellaswag", tmp_path)
     bad.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
-        benchmarks.load_docs("hellaswag", tmp_path)
+        benchmarks.load("hellaswag", tmp_path)
     with pytest.raises(FileNotFoundError, match="lambada"):
-        benchmarks.load_docs("lambada_openai", tmp_path)
+        benchmarks.load("lambada_openai", tmp_path)

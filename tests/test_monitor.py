@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import tiny_recipe
 
-from hf_ladder.data.corpus import DataConfig, load_corpus, load_play
+from hf_ladder.data.corpus import load_corpus, load_play
 from hf_ladder.data.tokenizer import train_bpe
 from hf_ladder.ladder import run_stage
 from hf_ladder.monitor import NgramIndex
+from hf_ladder.schema import DataConfig
 
 SONNET_18 = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:

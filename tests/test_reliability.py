@@ -14,8 +14,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer
 from hf_ladder import runs
 from hf_ladder.data.corpus import DataError
 from hf_ladder.ladder import run_stage
-from hf_ladder.recipe import DatasetArgs
 from hf_ladder.runs import TrainingError
+from hf_ladder.schema import DatasetArgs
 
 
 def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -77,7 +77,7 @@ def test_only_safetensors_weights_are_read(tmp_path):
     from conftest import DATA
     from transformers import AutoTokenizer
 
-    from hf_ladder.eval.suite import load_model
+    from hf_ladder.modeling import load_model
 
     tok = AutoTokenizer.from_pretrained(DATA / "gpt2-tokenizer")
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=8, n_positions=16, vocab_size=len(tok)))

@@ -129,8 +129,8 @@ def test_report_tables_banner_and_escaping(tmp_path):
     assert 'id="baseline-banner"' in page and html.escape(NOTE) in page
     assert "not measured" in md.split("## Stages")[0] and NOTE in md
     assert "| GPT-2 small (published, not measured) |" in md
-    assert "31.14" in md and "llm.c dev/data/hellaswag.py" in md and "issue #2159" in md
-    assert "26.00 ± 1.38" in md  # sft's acc_norm with its stderr, in %
+    assert "31.1%" in md and "llm.c dev/data/hellaswag.py" in md and "issue #2159" in md
+    assert "26.0% ± 1.4%" in md  # sft's acc_norm with its stderr, in % (hf_ladder.metrics: ".1%")
     dpo_row = md.split("| dpo | stage |")[1].split("\n")[0]
     assert dpo_row.count("—") == 1  # dpo has no 5-shot MMLU
 

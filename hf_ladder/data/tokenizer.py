@@ -11,7 +11,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from hf_ladder.recipe import RecipeError, TokenizerConfig
+from hf_ladder.schema import RecipeError, TokenizerConfig
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 CHAT_MARKERS = ["<|im_start|>", "<|im_end|>"]

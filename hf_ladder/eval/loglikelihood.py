@@ -1,8 +1,7 @@
 """Log-likelihood of continuations, number for number as lm-evaluation-harness 0.4.13's HFLM computes it, faster.
 
 The primitive is `loglikelihood(context, continuation) -> (sum of log p(continuation tokens), is_greedy)`.
-Sources: lm-eval 0.4.13 as installed from PyPI (file:line), summarised in /work/shared/reference/
-eval-harness-spec.md §1.0-1.1:
+Sources: lm-eval 0.4.13 as installed from PyPI (file:line):
 - tokenization: lm_eval/api/model.py:393-471 (`_encode_pair`, empty context -> prefix token),
   lm_eval/models/huggingface.py:1040-1063 (`tok_encode`), :610-617 (prefix token = bos, else eos);
 - scoring: huggingface.py:1329-1572 (`_loglikelihood_tokens`: left truncation to `max_length`, last input token
@@ -20,9 +19,6 @@ Same numbers, less work than the harness:
 Inputs are right-padded with no attention mask, as in the harness (huggingface.py:1151, 1484), so the scored
 positions never see padding. Only which requests share a batch differs, which may change float rounding (around
 1e-7 relative), never the formulas; tests/test_benchmarks.py checks request by request against lm-eval.
-
-Also here: the HF-docs strided sliding-window perplexity (transformers docs/source/en/perplexity.md), counting
-the scored tokens correctly (the doc's loop counts one token short in every window after the first).
 """
 
 from __future__ import annotations
@@ -31,19 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-DEFAULT_MAX_LENGTH = 2048  # lm_eval/models/utils.py:35
-TOKENIZER_INFINITY = 1000000000000000019884624838656  # transformers' "no limit" model_max_length (utils.py:33)
-
-
-def max_length(model, tokenizer) -> int:
-    """The longest token sequence the model reads: config n_positions | max_position_embeddings | n_ctx,
-    else tokenizer.model_max_length, else 2048 (lm_eval/models/utils.py:551-592)."""
-    config = getattr(model.config, "text_config", None) or model.config
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(config, attr, None) is not None:
-            return int(getattr(config, attr))
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit is not None and limit != TOKENIZER_INFINITY else DEFAULT_MAX_LENGTH
+from hf_ladder.modeling import context_length, inference
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -104,11 +88,6 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
     return out
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """One pair of `encode_pairs`."""
-    return encode_pairs(tokenizer, [(context, continuation)])[0]
-
-
 def _batches(inputs: list[tuple[int, ...]], need: dict, batch_size: int, max_scored: int):
     """Consecutive runs of `inputs` with <= batch_size rows and <= max_scored scored positions (at least one row)."""
     batch, scored = [], 0
@@ -122,7 +101,6 @@ def _batches(inputs: list[tuple[int, ...]], need: dict, batch_size: int, max_sco
         yield batch
 
 
-@torch.no_grad()
 def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max_len: int, batch_size: int = 32,
                          max_scored: int = 4096, progress: bool = False) -> list[tuple[float, bool]]:
     """(log-likelihood, is_greedy) of each (context ids, continuation ids), as huggingface.py:1329-1572.
@@ -147,35 +125,38 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
         users.setdefault(inp, []).append(i)
     order = sorted(need, key=lambda t: (-len(t), t))
     out: list[tuple[float, bool]] = [None] * len(requests)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)
-    for batch in _batches(order, need, batch_size, max_scored):
-        ids = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)  # (B, T) right-padded with 0
-        keep = torch.zeros(len(batch), len(batch[0]), dtype=torch.bool)  # (B, T) scored positions
-        for row, inp in enumerate(batch):
-            ids[row, : len(inp)] = torch.tensor(inp)
-            keep[row, len(inp) - need[inp]: len(inp)] = True
-        keep = keep.to(device)
-        logits = model(input_ids=ids.to(device), logits_to_keep=keep, use_cache=False).logits
-        if logits.dim() == 3:  # a model that ignores logits_to_keep returns (B, T, V)
-            logits = logits[keep]
-        lp = F.log_softmax(logits.float(), dim=-1)  # (n_scored, V), rows in (row, position) order
-        top = lp.argmax(dim=-1)  # (n_scored,)
-        end = 0
-        for inp in batch:
-            end += need[inp]
-            for i in users[inp]:
-                cont = requests[i][1]
-                target = torch.tensor(cont, device=device)  # (n,)
-                first = end - len(cont)  # this request scores the input's last len(cont) positions
-                ll = lp[first:end].gather(1, target[:, None]).sum()  # fp32 sum of (n, 1) log-probs
-                out[i] = (float(ll), bool((top[first:end] == target).all()))
-            bar.update(len(users[inp]))
+    with inference(model):
+        for batch in _batches(order, need, batch_size, max_scored):
+            _score_batch(model, batch, need, users, requests, out, device)
+            bar.update(sum(len(users[inp]) for inp in batch))
     bar.close()
-    model.train(was_training)
     return out
+
+
+def _score_batch(model, batch, need, users, requests, out, device) -> None:
+    """One forward of `loglikelihood_tokens`: fills `out` for every request the batch's inputs serve."""
+    ids = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)  # (B, T) right-padded with 0
+    keep = torch.zeros(len(batch), len(batch[0]), dtype=torch.bool)  # (B, T) scored positions
+    for row, inp in enumerate(batch):
+        ids[row, : len(inp)] = torch.tensor(inp)
+        keep[row, len(inp) - need[inp]: len(inp)] = True
+    keep = keep.to(device)
+    logits = model(input_ids=ids.to(device), logits_to_keep=keep, use_cache=False).logits
+    if logits.dim() == 3:  # a model that ignores logits_to_keep returns (B, T, V)
+        logits = logits[keep]
+    lp = F.log_softmax(logits.float(), dim=-1)  # (n_scored, V), rows in (row, position) order
+    top = lp.argmax(dim=-1)  # (n_scored,)
+    end = 0
+    for inp in batch:
+        end += need[inp]
+        for i in users[inp]:
+            cont = requests[i][1]
+            target = torch.tensor(cont, device=device)  # (n,)
+            first = end - len(cont)  # this request scores the input's last len(cont) positions
+            ll = lp[first:end].gather(1, target[:, None]).sum()  # fp32 sum of (n, 1) log-probs
+            out[i] = (float(ll), bool((top[first:end] == target).all()))
 
 
 def loglikelihood(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32,
@@ -185,7 +166,7 @@ def loglikelihood(model, tokenizer, pairs: list[tuple[str, str]], batch_size: in
     Equal to lm-eval's `HFLM.loglikelihood` on the same model and tokenizer (see module docstring).
     """
     requests = encode_pairs(tokenizer, pairs)
-    return loglikelihood_tokens(model, requests, max_length(model, tokenizer), batch_size, progress=progress)
+    return loglikelihood_tokens(model, requests, context_length(model, tokenizer), batch_size, progress=progress)
 
 
 def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -220,46 +201,8 @@ def loglikelihood_rolling(model, tokenizer, texts: list[str], batch_size: int = 
     huggingface.py:1226-1310. The harness reports no token count; it is ours, for token perplexity.
     """
     ids = tok_encode(tokenizer, texts)
-    max_len, prefix = max_length(model, tokenizer), prefix_token_id(tokenizer)
+    max_len, prefix = context_length(model, tokenizer), prefix_token_id(tokenizer)
     windows = [rolling_windows(t, prefix, max_len) for t in ids]
     scores = iter(loglikelihood_tokens(model, [w for ws in windows for w in ws], max_len, batch_size,
                                        progress=progress))
     return [(sum(next(scores)[0] for _ in ws), len(t)) for ws, t in zip(windows, ids)]
-
-
-def strided_windows(n: int, max_len: int, stride: int) -> list[tuple[int, int, int]]:
-    """(begin, first scored, end) token offsets of the HF-docs sliding window over n tokens.
-
-    transformers docs/source/en/perplexity.md: for begin in range(0, n, stride): end = min(begin + max_len, n),
-    the window reads ids[begin:end] and scores its last trg_len = end - prev_end tokens, except token `begin`
-    itself (it has no left context inside the window). Stops after the window that reaches n.
-    """
-    if not 0 < stride <= max_len:
-        raise ValueError(f"stride must be in 1..{max_len}, got {stride}")
-    out, prev_end = [], 0
-    for begin in range(0, n, stride):
-        end = min(begin + max_len, n)
-        out.append((begin, max(begin + 1, prev_end), end))
-        prev_end = end
-        if end == n:
-            break
-    return out
-
-
-def strided_nll(model, tokenizer, text: str, stride: int, batch_size: int = 8,
-                progress: bool = False) -> tuple[float, int]:
-    """(summed negative log-likelihood in nats, scored tokens) of `text` read as one stream with the HF-docs
-    strided sliding window (`strided_windows`); perplexity = exp(nll / tokens).
-
-    The text is encoded without special tokens and its first token is not scored (as the doc). The doc's
-    loop weights each window's mean loss by (valid labels - 1) for the label shift: right for the first
-    window, one token short for every later one when stride < max_length (its first label is already
-    masked, so the shift drops nothing; it scores all trg_len tokens). Here each window's log-likelihood is
-    summed over exactly the tokens it scores (= the count of labels[:, 1:] != -100).
-    HF doc reference: gpt2-large on WikiText-2 raw test, "\\n\\n".join(rows): 19.44 (stride 1024), 16.44 (512).
-    """
-    ids = tok_encode(tokenizer, [text], add_special_tokens=False)[0]
-    max_len = max_length(model, tokenizer)
-    requests = [(ids[b:s], ids[s:e]) for b, s, e in strided_windows(len(ids), max_len, stride) if s < e]
-    scores = loglikelihood_tokens(model, requests, max_len, batch_size, progress=progress)
-    return -sum(ll for ll, _ in scores), sum(len(cont) for _, cont in requests)

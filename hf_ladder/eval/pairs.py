@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hf_ladder.generate import generate_batch, generation_config
+from hf_ladder.modeling import inference
 
 
-@torch.no_grad()
 def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], max_length: int,
                       batch_size: int = 16) -> list[float]:
     """Summed log-probability (nats) of each `response + eos` given its prompt, one float per pair; the
@@ -24,29 +24,27 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
 
     Shapes: each batch is right-padded to (batch, prompt + response) ids; logits (batch, T, vocab) in fp32.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="scoring responses", unit="batch", leave=False):
-        seqs, starts = [], []
-        for p, r in zip(prompts[i: i + batch_size], responses[i: i + batch_size]):
-            p_ids = tokenizer(p)["input_ids"]
-            r_ids = tokenizer(r + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-            seqs.append((p_ids + r_ids)[:max_length])
-            starts.append(len(p_ids))
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-        for row, (seq, start) in enumerate(zip(seqs, starts)):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, start: len(seq)] = torch.tensor(seq[start:], dtype=torch.long)
-        attention = (labels != -100) | (torch.arange(width) < torch.tensor(starts)[:, None])
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()  # (B, T, V)
-        logp = -F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].to(device), ignore_index=-100,
-                                reduction="none")  # (B, T-1), 0 where ignored
-        out.extend(logp.sum(dim=1).tolist())
-    model.train(was_training)
+    with inference(model):
+        for i in tqdm(range(0, len(prompts), batch_size), desc="scoring responses", unit="batch", leave=False):
+            seqs, starts = [], []
+            for p, r in zip(prompts[i: i + batch_size], responses[i: i + batch_size]):
+                p_ids = tokenizer(p)["input_ids"]
+                r_ids = tokenizer(r + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+                seqs.append((p_ids + r_ids)[:max_length])
+                starts.append(len(p_ids))
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+            for row, (seq, start) in enumerate(zip(seqs, starts)):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                labels[row, start: len(seq)] = torch.tensor(seq[start:], dtype=torch.long)
+            attention = (labels != -100) | (torch.arange(width) < torch.tensor(starts)[:, None])
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()  # (B, T, V)
+            logp = -F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].to(device), ignore_index=-100,
+                                    reduction="none")  # (B, T-1), 0 where ignored
+            out.extend(logp.sum(dim=1).tolist())
     return out
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hf_ladder.eval.loglikelihood import rolling_windows
+from hf_ladder.modeling import inference
 
 
 @dataclass
@@ -54,7 +55,6 @@ class TextScore:
                 f"{prefix}tokens": self.tokens}
 
 
-@torch.no_grad()
 def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 32) -> TextScore:
     """Sum the model's negative log-likelihood over every token of `text` (see module docstring).
 
@@ -68,23 +68,21 @@ def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 3
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     windows = rolling_windows(ids, prefix, block_size)  # (context, continuation): <= block_size + 1 ids together
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     nats, count = 0.0, 0
-    for i in tqdm(range(0, len(windows), batch_size), desc="scoring text", unit="batch", leave=False):
-        batch = windows[i: i + batch_size]
-        width = max(len(c) + len(k) for c, k in batch) - 1
-        inputs = torch.zeros(len(batch), width, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, (context, continuation) in enumerate(batch):
-            w = context + continuation
-            inputs[row, : len(w) - 1] = torch.tensor(w[:-1])
-            labels[row, len(context) - 1: len(w) - 1] = torch.tensor(continuation)  # position t predicts t + 1
-        logits = model(input_ids=inputs.to(device)).logits.float()  # (B, T, V)
-        nats += F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device), ignore_index=-100,
-                                reduction="sum").item()
-        count += int((labels != -100).sum())
-    model.train(was_training)
+    with inference(model):
+        for i in tqdm(range(0, len(windows), batch_size), desc="scoring text", unit="batch", leave=False):
+            batch = windows[i: i + batch_size]
+            width = max(len(c) + len(k) for c, k in batch) - 1
+            inputs = torch.zeros(len(batch), width, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, (context, continuation) in enumerate(batch):
+                w = context + continuation
+                inputs[row, : len(w) - 1] = torch.tensor(w[:-1])
+                labels[row, len(context) - 1: len(w) - 1] = torch.tensor(continuation)  # position t predicts t + 1
+            logits = model(input_ids=inputs.to(device)).logits.float()  # (B, T, V)
+            nats += F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device), ignore_index=-100,
+                                    reduction="sum").item()
+            count += int((labels != -100).sum())
     assert count == len(ids), (count, len(ids))
     return TextScore(nats=nats, tokens=count, chars=len(text), bytes=len(text.encode("utf-8")))

@@ -1,10 +1,10 @@
-"""The ladder report: every rung of a run side by side with GPT-2 small, written to runs/<recipe>/report/.
+"""The ladder report: every rung of a run side by side with its baseline, written to runs/<recipe>/report/.
 
     report/
       index.html        the report; the images by relative path
       report.md         the same sections and tables, with the same images
       losses.png        train / validation loss of every trained stage, alerts marked at their steps
-      ladder.png        each main benchmark per rung, the baseline as a line (measured, else published)
+      ladder.png        each charted metric per rung, the baseline as a line (measured, else published)
       chinchilla.png    this run's parameters and tokens on the Chinchilla map (20 tokens per parameter)
 
 It reads what the stages and `hf-ladder eval` wrote. Only the manifest is required; a missing file, rung, task or
@@ -18,67 +18,37 @@ metric shows as "—":
     eval/rungs.json             {rung: {kind, model_dir, parameters, tokens_seen, measured, note}}
     eval/samples.jsonl          one {rung, prompt, text, coherence, prompt_set} per line
 
-and the published GPT-2 small numbers, with their sources, in eval/reference/gpt2-small.yaml at the top of the
-repository. The report is a list of blocks (headings, paragraphs, tables, images) rendered twice, as Markdown
-and as HTML, so the two always hold the same tables.
+and the published GPT-2 small numbers with their sources (the package's eval/reference/gpt2-small.yaml). Which
+metrics the tables and the chart show, with their labels and formats, is `hf_ladder.metrics`; the blocks are
+rendered by `hf_ladder.eval.render`.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from hf_ladder import metrics
+from hf_ladder.assets import reference_file
+from hf_ladder.eval.render import render_html, render_markdown
+from hf_ladder.plots import Panel, plot_chinchilla, plot_ladder, plot_stage_losses
+from hf_ladder.runs import read_json, read_jsonl, write_text
+from hf_ladder.stages import STAGE_NAMES
 
-from hf_ladder.plots import save_figure  # noqa: E402
-from hf_ladder.recipe import STAGE_ORDER  # noqa: E402
-from hf_ladder.runs import read_json, read_jsonl, write_text  # noqa: E402
-
-REFERENCE = Path(__file__).resolve().parents[2] / "eval" / "reference" / "gpt2-small.yaml"
 BASELINE = "gpt2"  # the baseline's rung when eval/rungs.json names none of kind "baseline"
 MISSING = "—"
-
-# The benchmark table: (task, metric, column title, format); "%" prints a fraction as a percentage.
-COLUMNS = [
-    ("heldout", "bits_per_byte", "held-out bits/byte", ".3f"),
-    ("heldout", "token_perplexity", "held-out token ppl", ".1f"),
-    ("wikitext", "bits_per_byte", "WikiText bits/byte", ".3f"),
-    ("wikitext", "word_perplexity", "WikiText word ppl", ".2f"),
-    ("hellaswag", "acc", "HellaSwag acc %", "%"),
-    ("hellaswag", "acc_norm", "HellaSwag acc_norm %", "%"),
-    ("lambada_openai", "acc", "LAMBADA acc %", "%"),
-    ("lambada_openai", "perplexity", "LAMBADA ppl", ".2f"),
-    ("mmlu", "acc", "MMLU 0-shot %", "%"),
-    ("mmlu_5shot", "acc", "MMLU 5-shot %", "%"),
-    ("samples", "coherence_mean", "coherence", ".1f"),
-]
-
-# The ladder chart: (task, metric, panel title, lower is better, log scale).
-CHARTS = [
-    ("heldout", "bits_per_byte", "held-out plays: bits / byte", True, False),
-    ("wikitext", "bits_per_byte", "WikiText-2: bits / byte", True, False),
-    ("wikitext", "word_perplexity", "WikiText-2: word perplexity", True, True),
-    ("lambada_openai", "perplexity", "LAMBADA: perplexity", True, True),
-    ("hellaswag", "acc_norm", "HellaSwag: acc_norm (%)", False, False),
-    ("lambada_openai", "acc", "LAMBADA: acc (%)", False, False),
-    ("mmlu", "acc", "MMLU 0-shot: acc (%)", False, False),
-    ("mmlu_5shot", "acc", "MMLU 5-shot: acc (%)", False, False),
-]
+COHERENCE = next(m for m in metrics.METRICS if (m.source, m.key) == ("samples", "coherence_mean"))
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path = REFERENCE) -> Path:
+def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path | None = None) -> Path:
     """Write the ladder report of `run_dir` and return the path of its index.html.
 
     Args:
         run_dir: runs/<recipe>/ (see the module docstring for the files read).
         out_dir: where to write index.html, report.md and the PNGs; default `run_dir / "report"`.
-        reference: the published GPT-2 small numbers (eval/reference/gpt2-small.yaml).
+        reference: the published GPT-2 small numbers (default: the package's eval/reference/gpt2-small.yaml).
     Every file is written atomically (a temporary file, then os.replace); index.html is written last.
     Raises FileNotFoundError when `run_dir` has no manifest.json or `reference` does not exist.
     """
@@ -86,7 +56,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path = R
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir)
-    ref = yaml.safe_load(Path(reference).read_text(encoding="utf-8"))
+    ref = yaml.safe_load(Path(reference or reference_file()).read_text(encoding="utf-8"))
     blocks = build_blocks(run, ref, out_dir)
     title = f"{run['recipe']}: the ladder report"
     write_text(out_dir / "report.md", render_markdown(title, blocks))
@@ -104,7 +74,7 @@ def load_run(run_dir: Path) -> dict:
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path} not found: is {run_dir} a run directory (runs/<recipe>/)?")
     manifest = read_json(manifest_path)
-    names = sorted(manifest["stages"], key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    names = sorted(manifest["stages"], key=lambda s: STAGE_NAMES.index(s) if s in STAGE_NAMES else len(STAGE_NAMES))
     stages = {}
     for name in names:
         entry = manifest["stages"][name]
@@ -172,18 +142,11 @@ def run_size(run: dict) -> tuple[float | None, float | None]:
 # ---------------------------------------------------------------------------------------------- formatting
 
 
-def number(value: float | None, fmt: str) -> str:
-    """`value` in `fmt` ("%" = a fraction as a percentage), or "—"."""
-    if value is None:
-        return MISSING
-    return f"{100 * value:.2f}" if fmt == "%" else format(value, fmt)
-
-
-def with_stderr(value: float | None, stderr: float | None, fmt: str) -> str:
-    """"31.14 ± 0.46", or the value alone without a stderr."""
+def with_stderr(metric: metrics.Metric, value: float | None, stderr: float | None) -> str:
+    """"31.1% ± 0.5%", or the value alone without a stderr."""
     if value is None or stderr is None:
-        return number(value, fmt)
-    return f"{number(value, fmt)} ± {number(stderr, fmt)}"
+        return metric.format(value, MISSING)
+    return f"{metric.format(value)} ± {metric.format(stderr)}"
 
 
 def count(n: float | None) -> str:
@@ -196,136 +159,13 @@ def count(n: float | None) -> str:
     return f"{n:g}"
 
 
-def megabytes(n: float | None) -> str:
-    """3164160 -> "3.16 MB"."""
-    return MISSING if n is None else f"{n / 1e6:.2f} MB"
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def plot_losses(stages: dict, path: Path) -> bool:
-    """One panel per stage with a log history: train loss, validation loss, and the monitor's alerts as vertical
-    lines at their steps. Returns False (and writes nothing) when no stage logged a loss."""
-    trained = {name: s for name, s in stages.items() if any("loss" in h or "eval_loss" in h for h in s["history"])}
-    if not trained:
-        return False
-    cols = min(len(trained), 2)
-    rows = math.ceil(len(trained) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 3.8 * rows), squeeze=False)
-    for ax, (name, stage) in zip(axes.flat, trained.items()):
-        draw_losses(ax, name, stage)
-    for ax in axes.flat[len(trained):]:
-        ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
-
-
-def draw_losses(ax, name: str, stage: dict) -> None:
-    """One stage's panel of `plot_losses`."""
-    train = [(h["step"], h["loss"]) for h in stage["history"] if "loss" in h]
-    val = [(h["step"], h["eval_loss"]) for h in stage["history"] if "eval_loss" in h]
-    if train:
-        ax.plot(*zip(*train), color="tab:blue", label="train loss")
-    if val:
-        ax.plot(*zip(*val), "o-", color="tab:orange", label="validation loss")
-    styles = {"overfitting": ("tab:red", "--"), "memorization": ("tab:purple", ":")}
-    for kind, (color, ls) in styles.items():
-        for i, alert in enumerate(a for a in stage["alerts"] if a.get("type") == kind and "step" in a):
-            ax.axvline(alert["step"], color=color, ls=ls, lw=1.5, label=f"{kind} alert" if i == 0 else None)
-    ax.set_title(f"{name} ({stage['entry'].get('status', '?')})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / token)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def plot_ladder(run: dict, order: list[str], ref: dict, measured: bool, path: Path) -> bool:
-    """One panel per main benchmark (CHARTS) that some rung has: a point per rung with ±1 stderr, the baseline as
-    a horizontal line (solid when measured, else GPT-2 small's published number, dashed and labelled "published,
-    not measured") and chance as a dotted line. Returns False (and writes nothing) when no rung has any of them."""
-    rungs = [r for r in order if r != run["baseline"]]
-    charts = [c for c in CHARTS if any(finite(score(run, r, c[0], c[1])[0]) is not None for r in rungs)]
-    if not charts:
-        return False
-    cols = min(len(charts), 4)
-    rows = math.ceil(len(charts) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
-    for ax, chart in zip(axes.flat, charts):
-        draw_rungs(ax, run, rungs, chart, ref, measured)
-    for ax in axes.flat[len(charts):]:
-        ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
-
-
-def draw_rungs(ax, run: dict, rungs: list[str], chart: tuple, ref: dict, measured: bool) -> None:
-    """One benchmark's panel of `plot_ladder`; a rung without the number gets "n/a" at the bottom."""
-    task, metric, title, lower_better, log = chart
-    scale = 100 if metric.startswith("acc") else 1
-    for x, rung in enumerate(rungs):
-        value, stderr = map(finite, score(run, rung, task, metric))
-        if value is None:
-            ax.text(x, 0.03, "n/a", ha="center", transform=ax.get_xaxis_transform(), color="gray", fontsize=9)
-            continue
-        ax.errorbar(x, value * scale, yerr=None if stderr is None else stderr * scale, fmt="o", ms=7,
-                    color="tab:blue", capsize=4)
-    base = finite(score(run, run["baseline"], task, metric)[0]) if measured else None
-    entry = published(ref, task, metric)
-    if base is not None:
-        ax.axhline(base * scale, color="tab:green", lw=2, label=f"{run['baseline']} (measured)")
-    elif entry is not None:
-        ax.axhline(entry["value"] * scale, color="tab:gray", ls="--", lw=2,
-                   label=f"{ref['name']}: published,\nnot measured")
-    if task in ref.get("chance", {}) and metric.startswith("acc"):
-        ax.axhline(ref["chance"][task] * scale, color="black", ls=":", lw=1, label="chance")
-    if log:
-        ax.set_yscale("log")
-    ax.set_title(f"{title}\n({'lower' if lower_better else 'higher'} is better)", fontsize=10)
-    ax.set_xticks(range(len(rungs)), rungs, rotation=35, ha="right", fontsize=8)
-    ax.set_xlim(-0.6, len(rungs) - 0.4)
-    ax.grid(alpha=0.3, axis="y")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-
-
-def plot_chinchilla(run: dict, ref: dict, path: Path) -> None:
-    """Parameters against training tokens on log-log axes: the tokens-per-parameter line, the reference models
-    (hollow where their tokens are an estimate) and this run as a red star (when its size is known)."""
-    chin = ref["chinchilla"]
-    params, tokens = run_size(run)
-    models = chin["models"]
-    xs = [m["parameters"] for m in models] + ([params] if params else [])
-    n = np.logspace(math.log10(min(xs)) - 0.7, math.log10(max(xs)) + 0.7, 50)
-    fig, ax = plt.subplots(figsize=(8.5, 6))
-    ax.plot(n, chin["tokens_per_parameter"] * n, "--", color="gray",
-            label=f"{chin['tokens_per_parameter']} tokens / parameter (Chinchilla compute-optimal)")
-    for m in models:
-        hollow = m.get("tokens_is_estimate", False)
-        ax.scatter(m["parameters"], m["tokens"], s=45, color="tab:blue", facecolors="white" if hollow else None)
-        ax.annotate(m["name"], (m["parameters"], m["tokens"]), xytext=(0, 6), textcoords="offset points",
-                    ha="center", fontsize=8)
-    if params and tokens:
-        ax.scatter(params, tokens, marker="*", s=300, color="tab:red", zorder=3,
-                   label=f"this run ({run['recipe']}): {count(params)} parameters, {count(tokens)} tokens, "
-                         f"{tokens / params:.1f} tokens / parameter")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(top=ax.get_ylim()[1] * 10)  # room for the top label
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("training tokens")
-    ax.set_title("Chinchilla map (hollow: training tokens not published, estimated)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
+def metric_of(task: str, key: str) -> metrics.Metric:
+    """The registry's declaration of a published (task, metric), else a plain 4-significant-digit one."""
+    return next((m for m in metrics.METRICS if (m.source, m.key) == (task, key)),
+                metrics.Metric(task, key, key, ".4g", None))
 
 
 # ---------------------------------------------------------------------------------------------- sections
-# A block is ("h2", text) | ("p", text) | ("banner", text) | ("img", file, alt)
-#            | ("table", name, header, rows, keys): `keys` name the rows (data-key in the HTML).
 
 
 def build_blocks(run: dict, ref: dict, out_dir: Path) -> list[tuple]:
@@ -356,12 +196,13 @@ def stage_section(run: dict, out_dir: Path) -> list[tuple]:
         val = [h["eval_loss"] for h in stage["history"] if "eval_loss" in h]
         kinds = [a.get("type", "?") for a in stage["alerts"]]
         alerts = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds)) or "none"
-        wall = stage["entry"].get("wall_time_s")
-        rows.append([name, stage["entry"].get("status", "?"), number(stage["metrics"].get("global_step"), ".0f"),
-                     number(train[-1] if train else None, ".3f"), number(val[-1] if val else None, ".3f"),
+        wall, steps = stage["entry"].get("wall_time_s"), stage["metrics"].get("global_step")
+        rows.append([name, stage["entry"].get("status", "?"), MISSING if steps is None else f"{steps:.0f}",
+                     f"{train[-1]:.3f}" if train else MISSING, f"{val[-1]:.3f}" if val else MISSING,
                      alerts, MISSING if wall is None else f"{wall:.0f} s", stage["entry"].get("reason") or ""])
     blocks = [("h2", "Stages"), ("table", "stages", header, rows, list(run["stages"]))]
-    if plot_losses(run["stages"], out_dir / "losses.png"):
+    curves = {name: (s["history"], s["alerts"], s["entry"].get("status", "?")) for name, s in run["stages"].items()}
+    if plot_stage_losses(curves, out_dir / "losses.png"):
         blocks.append(("img", "losses.png", "train and validation loss per stage, alerts marked"))
     blocks += [("p", f"{stage}: {a.get('type', '?')} alert at step {a.get('step', '?')}: "
                      f"{a.get('message') or a.get('train_span') or ''}")
@@ -370,35 +211,62 @@ def stage_section(run: dict, out_dir: Path) -> list[tuple]:
 
 
 def benchmark_section(run: dict, order: list[str], ref: dict, measured: bool, out_dir: Path) -> list[tuple]:
-    """A row per rung (± stderr), a row of published GPT-2 small numbers, and the ladder chart (ladder.png)."""
-    header = ["rung", "kind", *(c[2] for c in COLUMNS), "note"]
+    """A row per rung (± stderr) for every `report` metric, a row of published GPT-2 small numbers, and the
+    ladder chart (ladder.png) of every `chart` metric."""
+    columns = metrics.shown("report")
+    header = ["rung", "kind", *(m.label for m in columns), "note"]
     rows = []
     for rung in order:
         info = run["rungs"].get(rung, {})
         note = info.get("note") or ("" if rung in run["results"] else "not evaluated")
         rows.append([rung, info.get("kind") or MISSING,
-                     *(with_stderr(*score(run, rung, task, metric), fmt) for task, metric, _, fmt in COLUMNS), note])
+                     *(with_stderr(m, *score(run, rung, m.source, m.key)) for m in columns), note])
     rows.append([f"{ref['name']} (published, not measured)", "published",
-                 *(number((published(ref, task, metric) or {}).get("value"), fmt) for task, metric, _, fmt in COLUMNS),
+                 *(m.format((published(ref, m.source, m.key) or {}).get("value"), MISSING) for m in columns),
                  "harness-comparable published numbers; sources below"])
     sizes = {task: max((s.get(task, {}).get("n", 0) for s in run["results"].values()), default=0)
-             for task in dict.fromkeys(c[0] for c in COLUMNS)}
+             for task in dict.fromkeys(m.source for m in columns)}
     blocks = [("h2", "Benchmarks"),
               ("p", "Accuracies in %, ± one standard error. Perplexities and bits per byte: lower is better."),
               ("table", "benchmarks", header, rows, [*order, "published"])]
     if any(sizes.values()):
         blocks.append(("p", "Items per task: " + ", ".join(f"{t} {n}" for t, n in sizes.items() if n) + "."))
-    if plot_ladder(run, order, ref, measured, out_dir / "ladder.png"):
+    panels = ladder_panels(run, order, ref, measured)
+    if panels:
+        plot_ladder(panels, out_dir / "ladder.png")
         blocks.append(("img", "ladder.png", "each benchmark per rung, the baseline as a line"))
     else:
         blocks.append(("p", "No benchmark results to chart (eval/results.json is missing or empty)."))
     return blocks
 
 
+def ladder_panels(run: dict, order: list[str], ref: dict, measured: bool) -> list[Panel]:
+    """A panel per `chart` metric that some rung has: the rungs' values (percentages as percent), the baseline
+    (measured, else GPT-2 small's published number, "published, not measured") and chance for accuracies."""
+    rungs = [r for r in order if r != run["baseline"]]
+    panels = []
+    for m in metrics.shown("chart"):
+        scale = 100 if m.percent else 1
+        points = []
+        for rung in rungs:
+            value, stderr = map(finite, score(run, rung, m.source, m.key))
+            points.append((rung, None if value is None else value * scale, None if stderr is None else stderr * scale))
+        if all(value is None for _, value, _ in points):
+            continue
+        base = finite(score(run, run["baseline"], m.source, m.key)[0]) if measured else None
+        entry = published(ref, m.source, m.key)
+        baseline = ((base * scale, f"{run['baseline']} (measured)", True) if base is not None else
+                    (entry["value"] * scale, f"{ref['name']}: published,\nnot measured", False) if entry else None)
+        chance = ref.get("chance", {}).get(m.source) if m.percent else None
+        panels.append(Panel(m.label + (" (%)" if m.percent else ""), points, m.higher_is_better is False,
+                            m.log_scale, baseline, None if chance is None else chance * scale))
+    return panels
+
+
 def reference_section(ref: dict) -> list[tuple]:
     """Every published GPT-2 small number with its setting, source and whether it is harness-comparable."""
     header = ["task", "metric", ref["name"], "setting", "source", "kind of source", "harness-comparable"]
-    rows = [[p["task"], p["metric"], number(p["value"], "%" if p["metric"].startswith("acc") else ".2f"),
+    rows = [[p["task"], p["metric"], metric_of(p["task"], p["metric"]).format(p["value"]),
              p["setting"], p["source"] + (f" ({p['caveat']})" if p.get("caveat") else ""), p["source_kind"],
              "yes" if p["harness_comparable"] else "no"] for p in ref["published"]]
     return [("h2", f"{ref['name']}: published numbers (not measured here)"),
@@ -409,25 +277,18 @@ def reference_section(ref: dict) -> list[tuple]:
 
 
 def quantization_section(run: dict) -> list[tuple]:
-    """Size, speed and perplexity of each quantized variant against fp32; nothing when quantize did not run."""
-    metrics = run["stages"].get("quantize", {}).get("metrics", {})
-    variants = [k[: -len("_perplexity")] for k in metrics if k.endswith("_perplexity")]
+    """Size, speed and perplexity of each quantized variant against fp32 (the `quantization` metrics); nothing
+    when quantize did not run."""
+    values = run["stages"].get("quantize", {}).get("metrics", {})
+    variants = [k[: -len("_perplexity")] for k in values if k.endswith("_perplexity")]
     if not variants:
         return []
-    header = ["variant", "linear-layer bytes", "vs fp32", "memory", "disk", "perplexity", "perplexity change",
-              "bits/byte", "tokens/s"]
-    rows = []
-    for v in variants:
-        m = {k[len(v) + 1:]: x for k, x in metrics.items() if k.startswith(f"{v}_")}
-        change = m.get("perplexity_change")
-        rows.append([v, megabytes(m.get("linear_bytes")), number(m.get("linear_bytes_ratio"), "%"),
-                     megabytes(m.get("memory_bytes")), megabytes(m.get("disk_bytes")),
-                     number(m.get("perplexity"), ".3f"), MISSING if change is None else f"{100 * change:+.3f}%",
-                     number(m.get("bits_per_byte"), ".4f"), number(m.get("tokens_per_second"), ".0f")])
+    columns = metrics.shown("quantization", "quantize")
+    rows = [[v, *(m.format(values.get(f"{v}_{m.key}"), MISSING) for m in columns)] for v in variants]
     return [("h2", "Quantization cost"),
-            ("p", "Measured by the quantize stage on its held-out text; 'vs fp32' is the linear layers' size as a "
-                  "percentage of fp32, 'perplexity change' relative to fp32."),
-            ("table", "quantization", header, rows, variants)]
+            ("p", "Measured by the quantize stage on its held-out text; '× fp32 (linear)' is the linear layers' size "
+                  "relative to fp32, 'Δ perplexity' the change relative to fp32."),
+            ("table", "quantization", ["variant", *(m.label for m in columns)], rows, variants)]
 
 
 def chinchilla_section(run: dict, ref: dict, out_dir: Path) -> list[tuple]:
@@ -435,7 +296,9 @@ def chinchilla_section(run: dict, ref: dict, out_dir: Path) -> list[tuple]:
     chin = ref["chinchilla"]
     ratio = chin["tokens_per_parameter"]
     params, tokens = run_size(run)
-    plot_chinchilla(run, ref, out_dir / "chinchilla.png")
+    this_run = (params, tokens, f"this run ({run['recipe']}): {count(params)} parameters, {count(tokens)} tokens, "
+                                f"{tokens / params:.1f} tokens / parameter") if params and tokens else None
+    plot_chinchilla(chin["models"], ratio, this_run, out_dir / "chinchilla.png")
     if params and tokens:
         text = (f"This run: {count(params)} parameters, {count(tokens)} pretraining tokens, {tokens / params:.1f} "
                 f"tokens per parameter; compute-optimal for its size would be ~{count(ratio * params)} tokens "
@@ -474,72 +337,4 @@ def sample_cell(sample: dict | None) -> str:
     """A sample's text with its coherence score under it, or "—"."""
     if sample is None:
         return MISSING
-    return f"{sample['text']}\n\n[coherence {number(sample.get('coherence'), '.1f')}]"
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-def markdown_text(text: str) -> str:
-    """`text` with <, > and & escaped, so that text from files never turns into markup."""
-    return html.escape(str(text), quote=False)
-
-
-def markdown_cell(text: str) -> str:
-    """`text` for a Markdown table cell: escaped, `|` escaped, newlines as <br>."""
-    return markdown_text(text).replace("|", "\\|").replace("\n", "<br>")
-
-
-def render_markdown(title: str, blocks: list[tuple]) -> str:
-    """The blocks as GitHub-flavoured Markdown (text HTML-escaped; in table cells newlines as <br>)."""
-    out = [f"# {title}"]
-    for kind, *args in blocks:
-        if kind == "h2":
-            out.append(f"## {args[0]}")
-        elif kind == "p":
-            out.append(markdown_text(args[0]))
-        elif kind == "banner":
-            out.append(f"> **{markdown_text(args[0])}**")
-        elif kind == "img":
-            out.append(f"![{args[1]}]({args[0]})")
-        elif kind == "table":
-            _, header, rows, _ = args
-            lines = ["| " + " | ".join(markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; white-space: pre-wrap; }
-th { background: #f0f0f0; }
-table#benchmarks td:not(:last-child) { white-space: nowrap; }
-table#samples td { font-family: ui-monospace, monospace; font-size: 0.85em; max-width: 28em; }
-.banner { background: #fff3cd; border: 2px solid #e0a800; padding: 0.8em 1em; font-weight: bold; }
-img { max-width: 100%; border: 1px solid #ddd; }
-"""
-
-
-def render_html(title: str, blocks: list[tuple]) -> str:
-    """The blocks as one self-contained HTML page (every text HTML-escaped; images by relative path)."""
-    e = html.escape
-    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-           f"<style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
-    for kind, *args in blocks:
-        if kind == "h2":
-            out.append(f"<h2>{e(args[0])}</h2>")
-        elif kind == "p":
-            out.append(f"<p>{e(args[0])}</p>")
-        elif kind == "banner":
-            out.append(f"<div class=\"banner\" id=\"baseline-banner\">{e(args[0])}</div>")
-        elif kind == "img":
-            out.append(f"<figure><img src=\"{e(args[0])}\" alt=\"{e(args[1])}\"></figure>")
-        elif kind == "table":
-            name, header, rows, keys = args
-            head = "".join(f"<th>{e(h)}</th>" for h in header)
-            body = "".join(f"<tr data-key=\"{e(key)}\">" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
-                           for key, row in zip(keys, rows))
-            out.append(f"<table id=\"{e(name)}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    return "\n".join(out) + "\n</body></html>\n"
+    return f"{sample['text']}\n\n[coherence {COHERENCE.format(sample.get('coherence'))}]"

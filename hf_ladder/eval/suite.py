@@ -1,16 +1,17 @@
 """`hf-ladder eval`: every finished rung of a run and a baseline, on the same texts, benchmarks and prompts.
 
-Rungs are the run manifest's finished stages (pretrain, sft, dpo, lora), each quantized variant
-(`quantize/<name>`), and the baseline (`openai-community/gpt2` by default, through the Hub's loading path, or
-a local folder). Each rung is scored on:
+Rungs are the run manifest's finished stages, each as its stage declares them (`hf_ladder.stages`: pretrain,
+sft, dpo, lora, and a rung per quantized variant, `quantize/<name>`), and the baseline (`openai-community/gpt2` by
+default, through the Hub's loading path, or a local folder). Each rung is scored on the tasks of
+`hf_ladder.metrics.TASKS`:
 
 - `heldout`: the recipe corpus's validation text, every token once (lm-eval's rolling windows at the model's
   context length): token perplexity, bits per byte (the headline: it does not depend on the tokenizer) and word
   perplexity (nats over whitespace-separated words, as lm-eval's `word_perplexity`);
 - `wikitext`, `hellaswag`, `lambada_openai`, `mmlu`, `mmlu_5shot`: `hf_ladder.eval.benchmarks`, scored as
   lm-evaluation-harness 0.4.13 scores them;
-- `samples`: the prompt sets in `eval/prompts/*.yaml`, continued by every rung with the same decoding and seed,
-  with coherence scores (`hf_ladder.monitor.coherence_score`).
+- `samples`: the prompt sets (built-in: the repository's eval/prompts/*.yaml), continued by every rung with the
+  same decoding and seed, with coherence scores (`hf_ladder.monitor.coherence_score`).
 
 `--backend lm-eval --tasks arc_easy,...` hands any other harness task to `lm_eval.simple_evaluate` over the
 in-memory model (lm-eval's `HFLM`).
@@ -27,19 +28,20 @@ import re
 import time
 from pathlib import Path
 
-import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
+from hf_ladder import metrics
+from hf_ladder.assets import prompts_dir
 from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval import benchmarks
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate_batch, generation_config
+from hf_ladder.modeling import context_length, device, load_model
 from hf_ladder.monitor import coherence_score
-from hf_ladder.recipe import STAGE_ORDER, EvalConfig, Recipe, RecipeError, load_recipe
 from hf_ladder.runs import Run, read_json, write_json, write_jsonl
-
-BENCHMARKS = ("wikitext", "hellaswag", "lambada_openai", "mmlu", "mmlu_5shot")
+from hf_ladder.schema import EvalConfig, Recipe, RecipeError
+from hf_ladder.stages import LADDER
 
 
 def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = "hf-ladder",
@@ -53,11 +55,11 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
         RecipeError: the run has no finished stage, or a task name is unknown to our scorers.
     """
     cfg, run = recipe.eval or EvalConfig(), Run(recipe)
-    tasks = list(tasks or cfg.tasks)
+    tasks = list(tasks or cfg.tasks or metrics.TASK_NAMES)
     if backend == "hf-ladder":
-        unknown = [t for t in tasks if t not in ("heldout", "samples", *BENCHMARKS)]
+        unknown = [t for t in tasks if t not in metrics.TASK_NAMES]
         if unknown:
-            raise RecipeError(f"eval: unknown task(s) {unknown}; ours are heldout, samples, {', '.join(BENCHMARKS)} "
+            raise RecipeError(f"eval: unknown task(s) {unknown}; ours are {', '.join(metrics.TASK_NAMES)} "
                               "(other lm-evaluation-harness tasks: --backend lm-eval)")
     rungs = find_rungs(run)
     if not rungs:
@@ -65,22 +67,23 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
     out = run.root / "eval"
     results, info = read_json(out / "results.json", {}), read_json(out / "rungs.json", {})
     heldout_text = load_corpus(recipe.data).validation_text if "heldout" in tasks else ""
-    inputs = {}  # each benchmark's documents, read once for every rung
+    data_dir = benchmark_data(cfg.data_dir)
+    docs = {}  # each benchmark's documents, read once for every rung
     if backend == "hf-ladder":
-        inputs = {t: load_task(t, cfg.data_dir, limit_of(cfg.limit, t)) for t in tasks if t in BENCHMARKS}
-        tasks = [t for t in tasks if t not in BENCHMARKS or inputs[t] is not None]
+        docs = {t: load_task(t, data_dir, limit_of(cfg.limit, t)) for t in tasks if t in benchmarks.BENCHMARKS}
+        tasks = [t for t in tasks if t not in benchmarks.BENCHMARKS or docs[t] is not None]
     prompt_sets = load_prompts(cfg.prompts) if "samples" in tasks else {}
     samples: list[dict] = []
-    targets = [(name, folder, "variant" if name.startswith("quantize/") else "stage") for name, folder in rungs.items()]
+    targets = [(name, folder, "variant" if "/" in name else "stage") for name, folder in rungs.items()]
     if cfg.baseline:
         targets.append((baseline_name(cfg.baseline), cfg.baseline, "baseline"))
     print(f"eval: {len(targets)} rung(s) · tasks {', '.join(tasks)} · limit {cfg.limit or 'none'} · "
-          f"data {cfg.data_dir or 'Hub datasets'}")
+          f"data {data_dir or 'Hub datasets'}")
     for name, source, kind in targets:
         start = time.time()
         print(f"\n── {name} ({source}) " + "─" * max(0, 60 - len(name) - len(str(source))))
         try:
-            model, tokenizer = load_model(source)
+            model, tokenizer = load(source)
         except (OSError, ValueError, ImportError) as e:  # e.g. the Hub is unreachable: say so, measure nothing
             note = f"{source} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             print(f"not measured: {note}")
@@ -88,8 +91,8 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
                           "measured": False, "note": note}
             results.pop(name, None)
             continue
-        info[name] = {"kind": kind, "model_dir": str(source), "parameters": parameters(model),
-                      "tokens_seen": tokens_seen(run, name, kind), "measured": True, "note": None}
+        info[name] = {"kind": kind, "model_dir": str(source), "parameters": model.num_parameters(),
+                      "tokens_seen": tokens_seen(run, kind), "measured": True, "note": None}
         scores = results.setdefault(name, {})
         if backend == "lm-eval":
             scores.update(harness(model, tokenizer, tasks, limit_of(cfg.limit, None), cfg.batch_size,
@@ -97,9 +100,9 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
         else:
             if "heldout" in tasks:
                 scores["heldout"] = heldout(model, tokenizer, heldout_text)
-            for task in (t for t in tasks if t in BENCHMARKS):
+            for task in (t for t in tasks if t in benchmarks.BENCHMARKS):
                 try:
-                    scores[task] = benchmarks.score(model, tokenizer, task, *inputs[task], batch_size=cfg.batch_size)
+                    scores[task] = benchmarks.score(model, tokenizer, task, docs[task], batch_size=cfg.batch_size)
                 except ValueError as e:  # e.g. an answer longer than the model's context: the harness fails too
                     scores.pop(task, None)
                     info[name].setdefault("skipped", {})[task] = str(e).splitlines()[0][:300]
@@ -122,17 +125,13 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
 
 
 def find_rungs(run: Run) -> dict[str, Path]:
-    """Rung name -> model folder for every stage the manifest records as ended, then each quantized variant."""
+    """Rung name -> model folder of every rung of every stage the manifest records as ended, in ladder order."""
     rungs = {}
-    for stage in STAGE_ORDER:
-        result = run.finished(stage)
-        if result is None:
-            continue
-        if stage == "quantize":
-            for variant in result.inputs.get("variants", {}):
-                rungs[f"quantize/{variant}"] = run.stage_dir("quantize") / variant / "model"
-        else:
-            rungs[stage] = Path(result.model_dir)
+    for stage in LADDER:
+        result = run.finished(stage.name)
+        if result is not None:
+            rungs.update({rung: folder / "model"
+                          for rung, folder in stage.rungs(stage.name, result, run.stage_dir(stage.name)).items()})
     return rungs
 
 
@@ -141,23 +140,17 @@ def baseline_name(source: str) -> str:
     return Path(source.rstrip("/")).name
 
 
-def load_model(source: str | Path):
-    """(model, tokenizer) from a folder or a Hub id, safetensors only, no remote code, eval mode, on the GPU
-    when there is one (quantized checkpoints load with the quantization config saved beside them)."""
+def load(source: str | Path):
+    """(model, tokenizer) from a folder or a Hub id (`hf_ladder.modeling.load_model`: safetensors only), in eval
+    mode, on the accelerator when there is one (quantized checkpoints load with their saved quantization config)."""
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False)
-    if torch.cuda.is_available() and getattr(model, "quantization_method", None) is None:
-        model = model.to("cuda")
+    model = load_model(source)
+    if device() != "cpu" and getattr(model, "quantization_method", None) is None:
+        model = model.to(device())
     return model.eval(), tokenizer
 
 
-def parameters(model) -> int:
-    """Parameters as the unquantized model counts them (a 4-bit weight packs two values per byte)."""
-    return model.num_parameters() if getattr(model, "quantization_method", None) is None \
-        else sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())
-
-
-def tokens_seen(run: Run, name: str, kind: str) -> int | None:
+def tokens_seen(run: Run, kind: str) -> int | None:
     """Pretraining tokens behind a rung of this run (the fine-tuning stages add comparatively few)."""
     pretrain = run.finished("pretrain")
     return int(pretrain.metrics["tokens_seen"]) if kind != "baseline" and pretrain and \
@@ -172,11 +165,20 @@ def limit_of(limit: int | dict[str, int] | None, task: str | None) -> int | None
     return limit.get(task) if isinstance(limit, dict) else limit
 
 
-def load_task(task: str, data_dir: str | None, limit: int | None) -> tuple | None:
-    """The task's documents (and few-shot rows), from `data_dir` or else the Hub, or None and why not: a
-    benchmark that cannot be read is left out of every rung rather than reported with a made-up number."""
+def benchmark_data(data_dir: str | None) -> str | None:
+    """`eval.data_dir` when it exists; a folder that does not (a built-in recipe run away from the repository's
+    shared data) falls back to the Hub datasets, with a note."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        print(f"eval: data_dir {data_dir} not found; reading the benchmarks from the Hub instead")
+        return None
+    return data_dir
+
+
+def load_task(task: str, data_dir: str | None, limit: int | None) -> list[dict] | None:
+    """The task's documents, from `data_dir` or else the Hub, or None and why not: a benchmark that cannot be
+    read is left out of every rung rather than reported with a made-up number."""
     try:
-        return benchmarks.load_task(task, data_dir, limit)
+        return benchmarks.load(task, data_dir, limit)
     except Exception as e:  # a missing folder, the Hub unreachable, a malformed file: the reason is printed
         print(f"eval: {task} skipped: its data cannot be read from {data_dir or 'the Hub'} "
               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
@@ -187,22 +189,19 @@ def heldout(model, tokenizer, text: str) -> dict[str, float]:
     """Exact scores of the recipe's validation text at the model's full context (lm-eval's rolling windows):
     token_perplexity, bits_per_byte, word_perplexity = exp(nats / len(re.split(r"\\s+", text))) as lm-eval's
     `word_perplexity` (lm_eval/api/metrics.py), and the counts."""
-    context = model.config.max_position_embeddings
-    s = score_text(model, tokenizer, text, context)
+    s = score_text(model, tokenizer, text, context_length(model, tokenizer))
     words = len(re.split(r"\s+", text))
     return {"token_perplexity": s.perplexity, "bits_per_byte": s.bits_per_byte,
             "word_perplexity": math.exp(s.nats / words), "tokens": s.tokens, "bytes": s.bytes, "words": words}
 
 
-def load_prompts(folder: str | Path) -> dict[str, list[str]]:
-    """Prompt-set name -> prompts, from every `*.yaml` in `folder` (`name:` and `prompts:`).
+def load_prompts(folder: str | Path | None) -> dict[str, list[str]]:
+    """Prompt-set name -> prompts, from every `*.yaml` in `folder` (`name:` and `prompts:`; None: the built-in sets).
 
     Raises:
         RecipeError: the folder has no prompt set, or a file lacks a non-empty list of strings.
     """
-    folder = Path(folder)
-    if not folder.is_absolute() and not folder.exists():  # the repository's eval/ beside the package
-        folder = Path(__file__).resolve().parents[2] / folder
+    folder = Path(folder) if folder is not None else prompts_dir()
     sets = {}
     for path in sorted(folder.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -247,32 +246,13 @@ def harness(model, tokenizer, tasks: list[str], limit: int | None, batch_size: i
         raise ImportError("--backend lm-eval needs lm-evaluation-harness: pip install 'hf_ladder[eval]'") from e
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     out = simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=TaskManager(include_path=include_path))
-    return {task: {key.split(",")[0]: value for key, value in metrics.items()
+    return {task: {key.split(",")[0]: value for key, value in scores.items()
                    if isinstance(value, (int, float)) and key != "alias"}
-            for task, metrics in out["results"].items()}
+            for task, scores in out["results"].items()}
 
 
 def headline(scores: dict[str, dict]) -> list[str]:
-    """A few numbers per rung for the console."""
-    picks = [("heldout", "bits_per_byte", "held-out bpb {:.3f}"), ("wikitext", "bits_per_byte", "wikitext bpb {:.3f}"),
-             ("hellaswag", "acc_norm", "hellaswag {:.1%}"), ("lambada_openai", "acc", "lambada {:.1%}"),
-             ("mmlu", "acc", "mmlu {:.1%}"), ("mmlu_5shot", "acc", "mmlu-5 {:.1%}"),
-             ("samples", "coherence_mean", "coherence {:.0f}")]
-    return [fmt.format(scores[t][m]) for t, m, fmt in picks if m in scores.get(t, {})] or [
-        f"{t}: {len(m)} metrics" for t, m in scores.items()]
-
-
-def recipe_of(target: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """A recipe file, or a run directory (its stages' `recipe.resolved.yaml`, with `run_dir` pointing at it).
-
-    Raises:
-        RecipeError: a directory without a finished stage's resolved recipe.
-    """
-    path = Path(target)
-    if not path.is_dir():
-        return load_recipe(path, overrides)
-    resolved = [path / stage / "recipe.resolved.yaml" for stage in STAGE_ORDER]
-    resolved = [p for p in resolved if p.exists()]
-    if not resolved:
-        raise RecipeError(f"{path}: not a run directory (no <stage>/recipe.resolved.yaml)")
-    return load_recipe(resolved[-1], [f"run_dir={path}", *overrides])
+    """The `console` metrics (hf_ladder.metrics) a rung has, for the one-line summary."""
+    picks = [f"{m.column or m.label} {m.format(scores[m.source][m.key])}" for m in metrics.shown("console")
+             if m.key in scores.get(m.source, {})]
+    return picks or [f"{t}: {len(m)} metrics" for t, m in scores.items()]

@@ -2,7 +2,7 @@
 
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
 sampling settings, prints the samples, and appends them to `samples.jsonl` with the step, the per-sample
-loss and the coherence score. From those readings it raises three signals:
+loss and the coherence score. From those readings it raises four signals:
 
 - auto-halt: `halt_patience` consecutive sample rounds whose mean coherence (of the sampled continuations;
   greedy loops are a decoding artefact, not a collapse) is below `halt_below` stop training cleanly, with
@@ -29,8 +29,8 @@ from transformers import TrainerCallback
 from hf_ladder.generate import generate, generation_config
 from hf_ladder.monitor.coherence import coherence_score
 from hf_ladder.monitor.memorization import NgramIndex
-from hf_ladder.recipe import MonitorConfig
 from hf_ladder.runs import read_jsonl, write_jsonl
+from hf_ladder.schema import MonitorConfig
 
 
 class SampleMonitor(TrainerCallback):

