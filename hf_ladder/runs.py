@@ -55,7 +55,7 @@ class StageResult:
 
 @dataclass
 class Context:
-    """What a stage gets besides its own recipe section (see DESIGN.md, the stage contract)."""
+    """What a stage gets besides its own recipe section: the recipe, the run directory, the stage below it."""
 
     recipe: Recipe
     run: Run
