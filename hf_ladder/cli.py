@@ -191,7 +191,8 @@ def cmd_ladder(args) -> int:
     if not PartialState().is_main_process:  # under `accelerate launch`: the eval and the table are the main one's
         return 0 if ok else 3
     if ok and recipe.eval is not None:
-        done = (run.root / "eval" / "results.json").exists() and args.force is None
+        scores = run.root / "eval" / "results.json"  # done unless a stage finished after it
+        done = args.force is None and scores.exists() and scores.stat().st_mtime >= run.manifest_path.stat().st_mtime
         if done:
             print(f"\neval: already in {run.root / 'eval'}; `hf-ladder eval {args.recipe}` or --force eval redoes it")
         else:
@@ -261,7 +262,9 @@ def cmd_report(args) -> int:
     from hf_ladder.eval.report import write_report
     from hf_ladder.recipe import load_recipe
 
-    run_dir = Path(load_recipe(args.target).run_dir)
+    run_dir = Path(args.target)  # a run directory (its manifest is all the report needs), or a recipe's run_dir
+    if not (run_dir / "manifest.json").is_file():
+        run_dir = Path(load_recipe(args.target).run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise RecipeError(f"{run_dir}: no run here yet (no manifest.json); run `hf-ladder ladder {args.target}`")
     print(write_report(run_dir))

@@ -195,7 +195,9 @@ KEYS_SET_BY_LADDER = {"output_dir": "set by hf-ladder from run_dir; remove it (u
 KEYS_REFUSED = {"hub_token": "the token comes from HF_TOKEN or `hf auth login`, never from a recipe",
                 "hub_strategy": "hf-ladder pushes once, after the stage, with its model card",
                 "hub_always_push": "hf-ladder pushes once, after the stage, with its model card",
-                "hub_revision": "hf-ladder pushes to the main branch"}
+                "hub_revision": "hf-ladder pushes to the main branch",
+                "trust_remote_code": "hf-ladder runs stock transformers architectures only; remote code never runs",
+                "model_init_kwargs": "the stage loads its model itself (safetensors only, no remote code)"}
 
 # The model section: `model_type` picks a transformers config class (gpt2 by default, llama, ...); every other key
 # is that class's own argument. `init_from` starts from a checkpoint instead (continued pretraining);

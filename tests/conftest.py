@@ -83,6 +83,37 @@ def tree(path: Path) -> dict[str, tuple[int, int]]:
             for p in sorted(path.rglob("*")) if p.is_file()} if path.exists() else {}
 
 
+def poisoned_loss(value: float, from_step: int = 25):
+    """Trainer.compute_loss whose loss is multiplied by `value` (nan, inf) from optimizer step `from_step` on."""
+    from transformers import Trainer
+
+    real = Trainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        out = real(self, model, inputs, *args, **kwargs)
+        if self.state.global_step < from_step:
+            return out
+        return (out[0] * value, *out[1:]) if isinstance(out, tuple) else out * value
+
+    return compute_loss
+
+
+def assert_stopped_at_30_keeping_checkpoint_20(error, stage_dir, what: str) -> None:
+    """The stage stopped at the logging step 30 naming `what`, checkpoint-20 is kept and finite, nothing else saved."""
+    message = str(error.value)
+    assert re.search(rf"{what}.* at step 30", message) and "checkpoint-20" in message, message
+    checkpoints = stage_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+    import torch
+    from safetensors.torch import load_file
+
+    (weights,) = (checkpoints / "checkpoint-20").glob("*model.safetensors")  # LoRA: adapter_model.safetensors
+    assert all(torch.isfinite(t).all() for t in load_file(weights).values())  # the last good one, intact
+    assert not (stage_dir / "model").exists()
+    manifest = stage_dir.parent / "manifest.json"
+    assert not manifest.exists() or stage_dir.name not in json.loads(manifest.read_text())["stages"]
+
+
 # Injected into a copy of a report page: on load, which images loaded and which rows the tables have.
 CHECK = """<script>
 window.addEventListener("load", () => {

@@ -31,6 +31,8 @@ RECIPE_VALUES = [  # (override, what the message names): one or more per section
     ("dpo.beta=-0.1", "dpo.beta: must be > 0"),
     ("dpo.rejected_source=mine", "dpo.rejected_source: expected one of 'other_scene', 'own_sample'"),
     ("dpo.hub_token=hf_abc", "dpo.hub_token: not accepted"),
+    ("dpo.trust_remote_code=true", "dpo.trust_remote_code: not accepted"),
+    ("sft.model_init_kwargs={trust_remote_code: true}", "sft.model_init_kwargs: not accepted"),
     ("lora.r=0", "lora.r: must be >= 1"),  # peft itself raises only inside get_peft_model
     ("lora.lora_dropout=1", "lora.lora_dropout: must be < 1"),
     ("lora.target_play=hamlett", "lora.target_play: unknown play 'hamlett'"),

@@ -3,6 +3,7 @@ rung, the same prompts for every rung, the report in headless Chromium, and hone
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,10 @@ def test_every_rung_and_the_baseline_get_every_task(evaluated, baseline):
         assert set(tasks) == set(TASKS), rung
         assert tasks["hellaswag"]["n"] == 3 and tasks["lambada_openai"]["n"] == 3
         assert tasks["mmlu"]["n"] == 3 * len(mmlu.SUBJECTS)  # --limit is per subject, as lm-eval's
-        assert 0 <= tasks["mmlu_5shot"]["acc"] <= 1 and tasks["mmlu_5shot"]["acc_stderr"] > 0
+        for task in ("hellaswag", "mmlu", "mmlu_5shot"):  # a mean of 0/1 hits, and its standard error
+            acc, stderr, n = tasks[task]["acc"], tasks[task]["acc_stderr"], tasks[task]["n"]
+            assert acc * n == pytest.approx(round(acc * n))
+            assert stderr == pytest.approx(math.sqrt(acc * (1 - acc) / (n - 1)), rel=1e-9)
         assert all(math.isfinite(v) for v in tasks["heldout"].values())
     rungs = json.loads((evaluated / "rungs.json").read_text())
     assert rungs[baseline.name]["kind"] == "baseline" and rungs[baseline.name]["measured"] is True
@@ -71,7 +75,8 @@ def test_heldout_score_is_the_pretrain_stage_score(evaluated, run_dir):
     assert results["pretrain"]["heldout"]["bits_per_byte"] == pytest.approx(stage["val_bits_per_byte"], rel=1e-6)
     nf4 = results["quantize/nf4"]["heldout"]["bits_per_byte"]
     assert nf4 != results["pretrain"]["heldout"]["bits_per_byte"]  # the 4-bit model really ran
-    assert nf4 == pytest.approx(results["pretrain"]["heldout"]["bits_per_byte"], rel=0.05)
+    # measured: nf4 +9e-6 relative to fp32 here (the README's 1M model: +0.1 %); 10x that
+    assert nf4 == pytest.approx(results["pretrain"]["heldout"]["bits_per_byte"], rel=1e-4)
 
 
 def test_every_rung_continues_the_same_prompts(evaluated, baseline):
@@ -94,8 +99,6 @@ def test_the_report_loads_in_chromium_with_a_row_per_stage_and_rung(evaluated, r
 
 
 def test_an_unreachable_baseline_is_reported_not_invented(run_dir, tmp_path, capsys):
-    import shutil
-
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
     assert cli.main(["eval", str(copy), "--tasks", "heldout", "--baseline", "openai-community/gpt2"]) == 0
@@ -107,15 +110,51 @@ def test_an_unreachable_baseline_is_reported_not_invented(run_dir, tmp_path, cap
     assert "not measured" in capsys.readouterr().out
 
 
-def test_any_harness_task_passes_through_to_lm_eval(evaluated, run_dir, tmp_path):
+def copy_of(run_dir: Path, dest: Path) -> Path:
+    """The run without its checkpoints and eval: each test that re-evaluates gets its own."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("checkpoints", "eval", "report"))
+    return dest
+
+
+def test_any_harness_task_passes_through_to_lm_eval(run_dir, tmp_path):
+    """lm-eval's own LAMBADA numbers over 40 passages land beside ours, merged, and equal ours for every rung: the
+    perplexity (a continuous number, not an accuracy in steps of 1/40) to 1e-6. (HellaSwag's endings outgrow these
+    rungs' 64-token context from its 5th document on: the harness asserts there, our scorer reports it.)"""
+    copy = copy_of(run_dir, tmp_path / "run")
     names = write_harness_tasks(tmp_path / "tasks", DATA, subjects=["anatomy"])
-    code = cli.main(["eval", str(run_dir), "--backend", "lm-eval", "--tasks", names["hellaswag"], "--limit", "3",
-                     "--include-path", str(tmp_path / "tasks"), "--baseline", "none"])
-    assert code == 0
-    results = json.loads((run_dir / "eval" / "results.json").read_text())
-    for rung in RUNGS:  # lm-eval's own numbers land beside ours, and agree with them
-        assert results[rung][names["hellaswag"]]["acc"] == pytest.approx(results[rung]["hellaswag"]["acc"], abs=1e-9)
-        assert "hellaswag" in results[rung]  # merged, not replaced
+    assert cli.main(["eval", str(copy), "--tasks", "lambada_openai", "--limit", "40", "--data-dir", str(DATA),
+                     "--baseline", "none"]) == 0
+    assert cli.main(["eval", str(copy), "--backend", "lm-eval", "--tasks", names["lambada_openai"], "--limit", "40",
+                     "--include-path", str(tmp_path / "tasks"), "--baseline", "none"]) == 0
+    results = json.loads((copy / "eval" / "results.json").read_text())
+    for rung in RUNGS:
+        ours, theirs = results[rung]["lambada_openai"], results[rung][names["lambada_openai"]]
+        assert ours["n"] == 40
+        assert theirs["perplexity"] == pytest.approx(ours["perplexity"], rel=1e-6), rung
+        assert theirs["acc"] == pytest.approx(ours["acc"], abs=1e-9), rung
+    assert len({results[r]["lambada_openai"]["perplexity"] for r in RUNGS}) == len(RUNGS)  # the rungs differ
+
+
+def test_a_benchmark_whose_data_cannot_be_read_is_skipped_with_the_reason(run_dir, tmp_path, capsys):
+    copy = copy_of(run_dir, tmp_path / "run")
+    partial = tmp_path / "data"
+    shutil.copytree(DATA / "lambada", partial / "lambada")  # LAMBADA is there, HellaSwag is not
+    assert cli.main(["eval", str(copy), "--tasks", "heldout,hellaswag,lambada_openai", "--limit", "3",
+                     "--data-dir", str(partial), "--baseline", "none"]) == 0
+    out = capsys.readouterr().out
+    assert f"hellaswag skipped: its data cannot be read from {partial} (FileNotFoundError: no hellaswag/*.jsonl" in out
+    results = json.loads((copy / "eval" / "results.json").read_text())
+    assert all(set(results[r]) == {"heldout", "lambada_openai"} for r in RUNGS)  # no number for it, anywhere
+
+
+def test_report_command_rewrites_the_report_from_the_run_files(run_dir, tmp_path, capsys):
+    copy = copy_of(run_dir, tmp_path / "run")
+    assert cli.main(["report", str(copy)]) == 0
+    index = copy / "report" / "index.html"
+    assert capsys.readouterr().out.strip() == str(index)
+    page = index.read_text()
+    assert '<table id="quantization">' in page and "no eval results yet" in page  # this copy has no eval/
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
 
 
 def test_a_run_without_stages_is_a_clear_error(tmp_path, capsys):

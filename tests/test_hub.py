@@ -171,6 +171,23 @@ def test_push_uploads_the_model_folder_and_the_card(run_dir, monkeypatch):
     assert "quantize/nf4" in readme
 
 
+def test_push_command_uploads_with_the_card(run_dir, monkeypatch, capsys):
+    from hf_ladder import cli
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    with mock.patch("hf_ladder.hub.HfApi") as api_cls:
+        api_cls.return_value.upload_folder.return_value = mock.Mock(commit_url="https://huggingface.co/me/x/commit/1")
+        code = cli.main(["push", str(run_dir / "sft"), "me/tiny-sft", "--private", "--base-model", "me/tiny-pretrain"])
+    assert code == 0
+    assert "pushed" in capsys.readouterr().out
+    api_cls.return_value.create_repo.assert_called_once_with("me/tiny-sft", private=True, exist_ok=True)
+    (call,) = api_cls.return_value.upload_folder.call_args_list
+    assert call.kwargs["repo_id"] == "me/tiny-sft" and "sft" in call.kwargs["commit_message"]
+    with mock.patch("hf_ladder.hub.HfApi") as api_cls:
+        assert cli.main(["push", str(run_dir / "sft"), "me/tiny-sft", "--base-model", "not/a/hub id"]) == 2
+    assert not api_cls.called and "not/a/hub id" in capsys.readouterr().err
+
+
 def test_token_never_in_card_or_output(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     _, api_cls, _, readme = push_mocked(run_dir / "pretrain", "me/tiny-pretrain")

@@ -106,17 +106,100 @@ def test_a_planted_training_passage_raises_the_memorization_alert(tmp_path, data
     assert memorized[0]["words"] >= 8
 
 
-def test_rising_validation_loss_raises_the_overfitting_alert_and_can_stop(tmp_path, data_dir):
+def overfitting_run(tmp_path, data_dir, stop: bool):
+    """Pretraining on 4,200 characters of TinyShakespeare (30 % held out), evaluated every 10 steps: it overfits."""
     text = (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:6000]
     small = tmp_path / "small.txt"
     small.write_text(text, encoding="utf-8")
     recipe = tiny_recipe(tmp_path / "run", f"data.path={small}", "data.validation_fraction=0.3",
-                         "tokenizer.vocab_size=400", "pretrain.max_steps=400", "pretrain.eval_steps=10",
-                         "pretrain.logging_steps=5", "monitor.sample_every=1000", "monitor.patience=3",
-                         "monitor.stop_on_overfit=true")
+                         "tokenizer.vocab_size=400", f"pretrain.max_steps={400 if stop else 200}",
+                         "pretrain.eval_steps=10", "pretrain.logging_steps=5", "monitor.sample_every=1000",
+                         "monitor.patience=3", f"monitor.stop_on_overfit={str(stop).lower()}")
     result = run_stage("pretrain", recipe)
+    stage = Path(recipe.run_dir) / "pretrain"
+    return result, json.loads((stage / "alerts.json").read_text()), json.loads((stage / "log_history.json").read_text())
+
+
+def first_overfitting_step(history: list[dict], patience: int = 3) -> int:
+    """From the Trainer's log history alone: the first evaluation step closing `patience` rises of the validation
+    loss while the training loss (last logged at or before each evaluation) fell over the same window."""
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    train = lambda step: [h["loss"] for h in history if "loss" in h and h["step"] <= step][-1]  # noqa: E731
+    for i in range(patience, len(evals)):
+        window = evals[i - patience: i + 1]
+        if all(b[1] > a[1] for a, b in zip(window, window[1:])) and train(window[-1][0]) < train(window[0][0]):
+            return window[-1][0]
+    raise AssertionError("the log history shows no overfitting")
+
+
+def test_rising_validation_loss_raises_the_overfitting_alert_and_can_stop(tmp_path, data_dir):
+    result, alerts, history = overfitting_run(tmp_path, data_dir, stop=True)
     assert result.status == "stopped" and "overfitting" in result.reason
-    assert result.metrics["overfitting_alerts"] == 1 and result.metrics["global_step"] < 400
-    alert = json.loads((Path(recipe.run_dir) / "pretrain" / "alerts.json").read_text())[0]
-    evals, trains = alert["eval_losses"], alert["train_losses"]
-    assert all(b > a for a, b in zip(evals, evals[1:])) and trains[-1] < trains[0]
+    step = first_overfitting_step(history)
+    assert result.metrics["overfitting_alerts"] == 1 and result.metrics["global_step"] == step < 400
+    (alert,) = alerts
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h and h["step"] <= step]
+    assert alert["step"] == step and alert["eval_losses"] == evals[-4:]  # the very numbers the Trainer logged
+
+
+def test_the_overfitting_alert_without_stop_on_overfit_lets_training_finish(tmp_path, data_dir):
+    result, alerts, history = overfitting_run(tmp_path, data_dir, stop=False)
+    assert result.status == "finished" and result.reason is None and result.metrics["global_step"] == 200
+    assert alerts and alerts[0]["type"] == "overfitting" and alerts[0]["step"] == first_overfitting_step(history)
+    assert result.metrics["overfitting_alerts"] == len(alerts)
+
+
+def test_a_resumed_run_carries_the_halt_streak_over(tmp_path, collapsed_model):
+    """Killed after three collapsed rounds (steps 0, 2, 4; checkpoint-4 saved), the rerun resumes and halts after
+    two more (6, 8), as an uninterrupted run does: the streak is rebuilt from samples.jsonl, not restarted."""
+    from unittest import mock
+
+    from hf_ladder.monitor import SampleMonitor
+
+    recipe = tiny_recipe(tmp_path / "run", "model={init_from: %s}" % collapsed_model, "pretrain.max_steps=200",
+                         "pretrain.learning_rate=1e-9", "pretrain.weight_decay=0", "monitor.sample_every=2",
+                         "pretrain.eval_steps=50")
+    real = SampleMonitor.on_step_end
+
+    def killed_at_5(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            raise RuntimeError("killed")
+        return real(self, args, state, control, **kwargs)
+
+    with mock.patch.object(SampleMonitor, "on_step_end", killed_at_5), pytest.raises(RuntimeError, match="killed"):
+        run_stage("pretrain", recipe)
+    stage = Path(recipe.run_dir) / "pretrain"
+    assert sorted(rounds(stage)) == [0, 2, 4] and (stage / "checkpoints" / "checkpoint-4").is_dir()
+    result = run_stage("pretrain", recipe)
+    assert result.status == "halted" and "steps 0-8" in result.reason
+    assert sorted(rounds(stage)) == [0, 2, 4, 6, 8]
+
+
+def test_a_resumed_monitor_rebuilds_its_alerts_rounds_and_evaluations(tmp_path):
+    """on_train_begin of a resumed run: sample rows up to the checkpoint's step are kept (later ones dropped and
+    sampled again), memorization alerts and the rounds' mean coherence come back from them, evaluations from the
+    restored log history."""
+    from types import SimpleNamespace
+
+    from hf_ladder.monitor import SampleMonitor
+    from hf_ladder.runs import read_jsonl, write_jsonl
+    from hf_ladder.schema import MonitorConfig
+
+    path = tmp_path / "samples.jsonl"
+    memorized = {"words": 9, "train_span": "Shall I compare thee", "train_doc": 0, "train_char": 0}
+    rows = [{"step": s, "prompt": p, "decoding": d, "text": "x", "coherence": c, "loss": 0.1 if m else 3.0,
+             **({"memorized": memorized} if m else {})}
+            for s, p, d, c, m in [(0, "A", "sampled", 20.0, False), (0, "A", "greedy", 90.0, False),
+                                  (10, "A", "sampled", 25.0, True), (10, "B", "sampled", 35.0, False),
+                                  (20, "A", "sampled", 10.0, True)]]
+    write_jsonl(path, rows)
+    tokenizer = train_bpe(["Shall I compare thee to a summer's day? " * 20], vocab_size=300)
+    monitor = SampleMonitor(MonitorConfig(), tokenizer, train_docs=[], samples_path=path)
+    history = [{"loss": 4.0, "step": 5}, {"eval_loss": 4.5, "step": 10}, {"loss": 3.5, "step": 15}]
+    state = SimpleNamespace(global_step=10, is_world_process_zero=True, log_history=history)
+    monitor.on_train_begin(None, state, None)
+    assert monitor.rounds == [{"step": 0, "coherence": 20.0}, {"step": 10, "coherence": 30.0}]  # sampled only
+    assert [(a["type"], a["step"], a["train_span"]) for a in monitor.alerts] == [("memorization", 10, memorized[
+        "train_span"])]
+    assert monitor.evals == [{"step": 10, "train_loss": 4.0, "eval_loss": 4.5}]
+    assert [r["step"] for r in read_jsonl(path)] == [0, 0, 10, 10]  # step 20 comes after the checkpoint

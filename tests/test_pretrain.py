@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -45,7 +46,8 @@ def test_a_healthy_tiny_run_learns_and_does_not_halt(healthy):
     chars = m["val_tokens"] * m["val_loss"] / (m["val_bits_per_char"] * math.log(2))
     assert chars == pytest.approx(len(load_corpus(recipe.data).validation_text), rel=1e-6)
     assert m["tokens_per_second"] > 0 and m["wall_time_s"] > 0
-    assert m["memorization_alerts"] == 0
+    assert m["memorization_alerts"] == m["overfitting_alerts"] == 0  # a healthy run raises no alert
+    assert json.loads((Path(recipe.run_dir) / "pretrain" / "alerts.json").read_text()) == []
 
 
 def test_run_directory_layout(healthy):
@@ -101,6 +103,36 @@ def test_saved_model_loads_with_plain_from_pretrained_and_generates(healthy, cap
     assert capsys.readouterr().out.startswith("ROMEO:\n")
 
 
+def test_temperature_0_is_greedy_and_top_k_0_is_no_filter(healthy, capsys):
+    """`generate --temperature 0` prints what transformers' do_sample=False gives; `--top-k 0` really samples from
+    the whole vocabulary (transformers would filter to the top 50 when top_k is left unset)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ladder.data.chat import end_of_turn_ids
+    from hf_ladder.generate import generation_config
+
+    _, result = healthy
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    enc = tok("ROMEO:\n", return_tensors="pt")
+    greedy = model.generate(**enc, do_sample=False, max_new_tokens=30, eos_token_id=end_of_turn_ids(tok),
+                            pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
+    assert cli.main(["generate", result.model_dir, "--prompt", "ROMEO:\n", "--temperature", "0", "--top-k", "5",
+                     "--max-new-tokens", "30", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == "ROMEO:\n" + tok.decode(greedy, skip_special_tokens=True) + "\n"
+
+    def ranks(top_k: int) -> list[int]:
+        """The rank, among the model's logits, of each token sampled at temperature 1.5 with this top_k."""
+        config = generation_config(tok, 50, temperature=1.5, top_k=top_k, top_p=1.0)  # (the context is 64)
+        torch.manual_seed(0)
+        out = model.generate(**enc, generation_config=config, output_logits=True, return_dict_in_generate=True)
+        new = out.sequences[0, enc["input_ids"].shape[1]:]
+        return [int((logits[0] > logits[0, t]).sum()) for logits, t in zip(out.logits, new)]
+
+    assert max(ranks(0)) >= 50 and max(ranks(50)) < 50
+
+
 def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
     recipe, result = healthy
     start = time.time()
@@ -124,6 +156,21 @@ def test_ladder_skips_finished_stages_and_prints_the_rungs(healthy, capsys, tmp_
     assert "finished" in row and f"val bits/char {result.metrics['val_bits_per_char']:.3f}" in row
 
 
+def logged_steps(stage_dir: Path) -> list[list[int]]:
+    """The `train/loss` steps of each TensorBoard event file the Trainer wrote (checkpoints/runs/<run>/), oldest
+    first: one list per process that trained."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted((stage_dir / "checkpoints" / "runs").glob("*/events.out.tfevents.*"),
+                   key=lambda p: p.stat().st_mtime)
+    out = []
+    for f in files:
+        events = EventAccumulator(str(f))
+        events.Reload()
+        out.append([e.step for e in events.Scalars("train/loss")] if "train/loss" in events.Tags()["scalars"] else [])
+    return out
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "hf_ladder.cli", "run", "pretrain", str(DEFAULT_RECIPE), *TINY,
            f"run_dir={tmp_path}", "pretrain.max_steps=300", "pretrain.save_steps=10", "pretrain.eval_steps=100",
@@ -137,9 +184,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     assert ckpt.exists()
     assert not (tmp_path / "manifest.json").exists()
+    complete = [int(p.parent.name.split("-")[1]) for p in ckpt.parent.glob("checkpoint-*/trainer_state.json")]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming from" in again.stdout and "checkpoint-" in again.stdout
+    resumed = int(re.search(r"resuming from \S*/checkpoint-(\d+)", again.stdout).group(1))
+    assert resumed == max(complete) >= 20  # the newest checkpoint the killed run wrote whole
+    first, *_ = logged_steps(tmp_path / "pretrain")[-1]
+    assert first == resumed + 10  # the rerun's first logged step: it went on from there (a restart logs step 10)
+    assert "samples @ step 0 " not in again.stdout  # nor sampled the untrained model again
     metrics = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
     assert metrics["global_step"] == 300
     straight = tmp_path / "straight"  # the same command, never interrupted: on CPU the weights are bitwise equal

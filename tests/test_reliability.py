@@ -1,13 +1,14 @@
-"""Hard to break: a nan loss stops the stage and keeps the last good checkpoint, files are replaced whole or not
-at all, bad SFT data is named before any model is built, and only safetensors weights are read."""
+"""Hard to break: a nan or inf loss, or a nan gradient norm, stops the stage and keeps the last good checkpoint;
+files are replaced whole or not at all; bad SFT data is named before any model is built; only safetensors weights
+are read and remote code never runs."""
 
 import json
-import re
+from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import assert_stopped_at_30_keeping_checkpoint_20, poisoned_loss, tiny_recipe
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer
 
@@ -17,27 +18,35 @@ from hf_ladder.ladder import run_stage
 from hf_ladder.runs import TrainingError
 from hf_ladder.schema import DatasetArgs
 
+DIVERGING = ["pretrain.max_steps=60", "pretrain.save_steps=10", "pretrain.logging_steps=10", "pretrain.eval_steps=100",
+             "monitor.sample_every=100"]
 
-def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path):
-    recipe = tiny_recipe(tmp_path, "pretrain.max_steps=60", "pretrain.save_steps=10", "pretrain.logging_steps=10",
-                         "pretrain.eval_steps=100", "monitor.sample_every=100")
-    real = Trainer.compute_loss
 
-    def poisoned(self, model, inputs, *args, **kwargs):  # from optimizer step 26 on, the loss is nan
-        out = real(self, model, inputs, *args, **kwargs)
-        if self.state.global_step < 25:
-            return out
-        return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
-
-    with mock.patch.object(Trainer, "compute_loss", poisoned), pytest.raises(TrainingError) as error:
+# nan from step 26 on; inf at step 30 only (from then on the weights are nan, and so is every later loss)
+@pytest.mark.parametrize("value, from_step, what", [(float("nan"), 25, "loss nan"), (float("inf"), 29, "loss inf")])
+def test_a_nan_or_inf_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(value, from_step, what, tmp_path):
+    recipe = tiny_recipe(tmp_path, *DIVERGING)
+    poison = poisoned_loss(value, from_step)
+    with mock.patch.object(Trainer, "compute_loss", poison), pytest.raises(TrainingError) as error:
         run_stage("pretrain", recipe)
-    message = str(error.value)
-    assert re.search(r"loss nan.* at step 30", message) and "checkpoint-20" in message
-    checkpoints = tmp_path / "pretrain" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
-    weights = load_file(checkpoints / "checkpoint-20" / "model.safetensors")
-    assert all(torch.isfinite(t).all() for t in weights.values())  # the last good one, intact
-    assert not (tmp_path / "pretrain" / "model").exists() and not (tmp_path / "manifest.json").exists()
+    assert_stopped_at_30_keeping_checkpoint_20(error, tmp_path / "pretrain", what)
+
+
+def test_a_nan_gradient_norm_with_a_finite_loss_stops_the_stage(tmp_path):
+    """The gradient norm alone goes nan (the loss stays finite): the stage stops on it too."""
+    recipe = tiny_recipe(tmp_path, *DIVERGING)
+    real = Trainer._clip_grad_norm
+
+    def nan_norm(self, model):  # the gradients themselves stay as they are
+        norm = real(self, model)
+        return norm * float("nan") if self.state.global_step >= 25 else norm
+
+    with mock.patch.object(Trainer, "_clip_grad_norm", nan_norm), pytest.raises(TrainingError) as error:
+        run_stage("pretrain", recipe)
+    assert "loss nan" not in str(error.value)
+    assert_stopped_at_30_keeping_checkpoint_20(error, tmp_path / "pretrain", "grad_norm nan")
+    history = json.loads((tmp_path / "pretrain" / "checkpoints" / "checkpoint-20" / "trainer_state.json").read_text())
+    assert all(h["loss"] == h["loss"] for h in history["log_history"] if "loss" in h)  # finite before it
 
 
 def test_run_files_are_replaced_whole_or_not_at_all(tmp_path):
@@ -74,6 +83,8 @@ def test_sft_data_without_the_needed_columns_is_named_before_any_model(tmp_path)
 
 
 def test_only_safetensors_weights_are_read(tmp_path):
+    """Every model hf_ladder loads goes through modeling.load_model (checked below); a folder with only pickled
+    weights is refused there."""
     from conftest import DATA
     from transformers import AutoTokenizer
 
@@ -86,3 +97,30 @@ def test_only_safetensors_weights_are_read(tmp_path):
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # pickled weights only
     with pytest.raises(OSError, match="safetensors"):
         load_model(tmp_path)
+
+
+def calls(name: str):
+    """(file, line, call) of every call to a function or method called `name` in the package."""
+    import ast
+
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "hf_ladder").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == name:
+                yield path.relative_to(ROOT), node.lineno, node
+
+
+def test_every_model_load_is_safetensors_only_and_no_remote_code():
+    """The package loads model weights in one place: only modeling.load_model calls a model class's from_pretrained
+    (tokenizers and peft adapters excepted: no pickled weights there), with use_safetensors=True; and no call
+    anywhere passes trust_remote_code other than False."""
+    loads = [(f, line) for f, line, node in calls("from_pretrained")
+             if getattr(getattr(node.func, "value", None), "id", "") not in ("AutoTokenizer", "PeftModel")]
+    assert loads == [(Path("hf_ladder/modeling.py"), loads[0][1])], loads  # one, in load_model
+    (_, _, node), = [c for c in calls("from_pretrained") if c[0] == Path("hf_ladder/modeling.py")]
+    keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
+    assert keywords["use_safetensors"] is True and keywords["trust_remote_code"] is False
+    remote = [(f, line) for name in ("from_pretrained", "load_model", "load_dataset", "HFLM") for f, line, node
+              in calls(name) for k in node.keywords if k.arg == "trust_remote_code" and getattr(k.value, "value", 1)]
+    assert remote == []
