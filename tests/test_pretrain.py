@@ -188,7 +188,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = int(re.search(r"resuming from \S*/checkpoint-(\d+)", again.stdout).group(1))
-    assert resumed == max(complete) >= 20  # the newest checkpoint the killed run wrote whole
+    assert resumed == max(complete) >= 10  # the newest checkpoint the killed run wrote whole (20 may be half)
     first, *_ = logged_steps(tmp_path / "pretrain")[-1]
     assert first == resumed + 10  # the rerun's first logged step: it went on from there (a restart logs step 10)
     assert "samples @ step 0 " not in again.stdout  # nor sampled the untrained model again
