@@ -171,6 +171,15 @@ def logged_steps(stage_dir: Path) -> list[list[int]]:
     return out
 
 
+def whole(state: Path) -> bool:
+    """Whether a checkpoint's trainer_state.json (the Trainer writes it last) is there and parses."""
+    try:
+        json.loads(state.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "hf_ladder.cli", "run", "pretrain", str(DEFAULT_RECIPE), *TINY,
            f"run_dir={tmp_path}", "pretrain.max_steps=300", "pretrain.save_steps=10", "pretrain.eval_steps=100",
@@ -184,7 +193,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     assert ckpt.exists()
     assert not (tmp_path / "manifest.json").exists()
-    complete = [int(p.parent.name.split("-")[1]) for p in ckpt.parent.glob("checkpoint-*/trainer_state.json")]
+    complete = [int(p.name.split("-")[1]) for p in ckpt.parent.glob("checkpoint-*") if whole(p / "trainer_state.json")]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = int(re.search(r"resuming from \S*/checkpoint-(\d+)", again.stdout).group(1))
