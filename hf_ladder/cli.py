@@ -25,34 +25,26 @@ from pathlib import Path
 
 from hf_ladder import assets, metrics
 from hf_ladder.data.corpus import DataError
+from hf_ladder.keys import check_value, field_types
 from hf_ladder.runs import TrainingError, read_json
-from hf_ladder.schema import RecipeError
+from hf_ladder.schema import EvalConfig, GenerationSettings, RecipeError
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def check_options(args, cls: type, options: dict[str, str]) -> None:
+    """Command-line options checked against the schema field each one sets (`hf_ladder.schema`: one declaration of
+    every bound), before anything is loaded.
 
-
-def at_least_zero(kind):
-    def check(text: str):
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-        return value
-    check.__name__ = kind.__name__
-    return check
-
-
-def probability(text: str) -> float:
-    """argparse type: a number in (0, 1]."""
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+    Raises:
+        RecipeError: naming each bad option.
+    """
+    errors: list[str] = []
+    hints = field_types(cls)
+    for option, name in options.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            check_value(option, value, hints[name], errors)
+    if errors:
+        raise RecipeError("; ".join(errors))
 
 
 def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -89,7 +81,7 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                       "'none' for no baseline")
     p.add_argument("--tasks", help=f"comma-separated: {','.join(metrics.TASK_NAMES)} "
                                    "(with --backend lm-eval: any harness task)")
-    p.add_argument("--limit", type=positive, help="first N documents per task (MMLU: per subject)")
+    p.add_argument("--limit", type=int, help="first N documents per task (MMLU: per subject)")
     p.add_argument("--data-dir", help="read the benchmarks from a folder laid out like the shared test data")
     p.add_argument("--backend", choices=("hf-ladder", "lm-eval"), default="hf-ladder")
     p.add_argument("--include-path", help="lm-eval backend: a folder of extra task YAMLs (lm-eval's --include_path)")
@@ -107,10 +99,10 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = sub.add_parser("generate", help="continue a prompt with a saved model")
     p.add_argument("model_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=positive, default=100)
-    p.add_argument("--temperature", type=at_least_zero(float), default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=at_least_zero(int), default=0, help="0 = off")
-    p.add_argument("--top-p", type=probability, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     return parser, dict(sub.choices)
 
@@ -231,6 +223,7 @@ def cmd_eval(args) -> int:
     from hf_ladder.eval.suite import evaluate_run
     from hf_ladder.recipe import load_recipe
 
+    check_options(args, EvalConfig, {"--limit": "limit"})
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     if args.backend == "hf-ladder" and tasks:
         bad = [t for t in tasks if t not in metrics.TASK_NAMES]
@@ -340,6 +333,8 @@ def looks_local(source: str) -> bool:
 
 
 def cmd_generate(args) -> int:
+    check_options(args, GenerationSettings, {"--max-new-tokens": "max_new_tokens", "--temperature": "temperature",
+                                             "--top-k": "top_k", "--top-p": "top_p"})
     if looks_local(args.model_dir) and not (Path(args.model_dir) / "config.json").is_file():
         raise RecipeError(f"{args.model_dir}: not a model folder (no config.json)")
     if not args.prompt:
