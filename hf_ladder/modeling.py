@@ -54,9 +54,10 @@ def build_model(model_cfg: dict, tokenizer: PreTrainedTokenizerBase) -> PreTrain
 
 
 def context_length(model, tokenizer=None) -> int:
-    """The longest token sequence the model reads: its config's n_positions | max_position_embeddings | n_ctx,
-    else the tokenizer's model_max_length, else 2048 (lm_eval/models/utils.py, as the harness decides it)."""
-    config = getattr(model.config, "text_config", None) or model.config
+    """The longest token sequence a model (or its config) reads: the config's n_positions | max_position_embeddings
+    | n_ctx, else the tokenizer's model_max_length, else 2048 (lm_eval/models/utils.py, as the harness decides it)."""
+    config = getattr(model, "config", model)
+    config = getattr(config, "text_config", None) or config
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         if getattr(config, attr, None) is not None:
             return int(getattr(config, attr))

