@@ -205,7 +205,7 @@ def print_rungs(results, run) -> None:
     columns = [m for m in metrics.shown("rungs") if m.source in metrics.TASK_NAMES]
     rows = []
     for r in results:
-        rungs = STAGES[r.stage].rungs(r.stage, r, run.stage_dir(r.stage))
+        rungs = STAGES[r.stage].rung_folders(r, run)
         rows += [(rung, r.status, r.metrics if rung == r.stage else {}) for rung in rungs]
     rows += [(name, "baseline" if i["measured"] else "not measured", {}) for name, i in info.items()
              if i["kind"] == "baseline"]

@@ -187,19 +187,16 @@ def _wants_list(tp: Any) -> bool:
     return typing.get_origin(tp) in (list, tuple, set) or tp in (list, tuple, set)
 
 
-BOUND_ERRORS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<=",
-                "too_short": "at least", "too_long": "at most"}
+BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
 def _describe(error: ValidationError, hint: Any, value: Any) -> str:
     """A bound that the value breaks, else the expected type: 'must be >= 1, got 0', 'expected int, got str ...'."""
     for e in error.errors():
-        op = BOUND_ERRORS.get(e["type"])
-        if op and e["type"].startswith("too_"):
-            return f"must have {op} {e['ctx'].get('min_length', e['ctx'].get('max_length'))} item(s), got {value!r}"
-        if op:
-            bound = next(iter(e["ctx"].values()))
-            return f"must be {op} {bound}, got {e['input']!r}"
+        if e["type"] == "too_short":  # MinLen: a list or mapping with too few items
+            return f"must have at least {e['ctx']['min_length']} item(s), got {value!r}"
+        if e["type"] in BOUNDS:
+            return f"must be {BOUNDS[e['type']]} {next(iter(e['ctx'].values()))}, got {e['input']!r}"
     return f"expected {type_name(hint)}, got {type(value).__name__} {value!r}"
 
 

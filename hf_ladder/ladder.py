@@ -59,12 +59,12 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
         state.wait_for_everyone()
         return run.finished(stage)
     ctx = Context(recipe=recipe, run=run, previous=previous(run, stage))
-    print(f"\n==== {stage} · recipe {recipe.name} · {ctx.run.stage_dir(stage)} ====", flush=True)
+    print(f"\n==== {stage} · recipe {recipe.name} · {run.stage_dir(stage)} ====", flush=True)
     result = STAGES[stage].run(recipe.stages[stage], ctx)
     if state.is_main_process:
-        ctx.run.record(result)
+        run.record(result)
         if recipe.stages[stage]["hub"].push_to_hub and result.status == "finished":
-            publish(stage, recipe, ctx.run)
+            publish(stage, recipe, run)
     state.wait_for_everyone()  # the next stage, on every process, reads this manifest and model
     return result
 
@@ -73,8 +73,7 @@ def publish(stage: str, recipe: Recipe, run: Run) -> None:
     """Push each rung of the finished stage (a quantize variant to `<hub_model_id>-<variant>`) with its model
     card. A failed push (e.g. no network) is reported with the command to retry; the stage stays finished."""
     hub = recipe.stages[stage]["hub"]
-    rungs = STAGES[stage].rungs(stage, run.finished(stage), run.stage_dir(stage))
-    for rung, folder in rungs.items():
+    for rung, folder in STAGES[stage].rung_folders(run.finished(stage), run).items():
         repo_id = hub.hub_model_id + ("" if rung == stage else f"-{rung.split('/')[-1]}")
         try:
             url = push(folder, repo_id, private=bool(hub.hub_private_repo))

@@ -151,6 +151,11 @@ def shown(view: str, source: str | None = None) -> list[Metric]:
     return [m for m in METRICS if view in m.views and (source is None or m.source == source)]
 
 
+def find(source: str, key: str) -> Metric | None:
+    """The declaration of `key` of a task or stage, or None when it has none."""
+    return next((m for m in METRICS if (m.source, m.key) == (source, key)), None)
+
+
 def task(name: str) -> Task:
     """The declaration of an eval task. Raises KeyError for an unknown name."""
     for t in TASKS:

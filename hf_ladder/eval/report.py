@@ -39,7 +39,7 @@ from hf_ladder.stages import STAGE_NAMES
 
 BASELINE = "gpt2"  # the baseline's rung when eval/rungs.json names none of kind "baseline"
 MISSING = "—"
-COHERENCE = next(m for m in metrics.METRICS if (m.source, m.key) == ("samples", "coherence_mean"))
+COHERENCE = metrics.find("samples", "coherence_mean")
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path | None = None) -> Path:
@@ -161,8 +161,7 @@ def count(n: float | None) -> str:
 
 def metric_of(task: str, key: str) -> metrics.Metric:
     """The registry's declaration of a published (task, metric), else a plain 4-significant-digit one."""
-    return next((m for m in metrics.METRICS if (m.source, m.key) == (task, key)),
-                metrics.Metric(task, key, key, ".4g", None))
+    return metrics.find(task, key) or metrics.Metric(task, key, key, ".4g", None)
 
 
 # ---------------------------------------------------------------------------------------------- sections

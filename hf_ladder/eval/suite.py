@@ -130,8 +130,7 @@ def find_rungs(run: Run) -> dict[str, Path]:
     for stage in LADDER:
         result = run.finished(stage.name)
         if result is not None:
-            rungs.update({rung: folder / "model"
-                          for rung, folder in stage.rungs(stage.name, result, run.stage_dir(stage.name)).items()})
+            rungs.update({rung: folder / "model" for rung, folder in stage.rung_folders(result, run).items()})
     return rungs
 
 

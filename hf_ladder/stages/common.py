@@ -16,7 +16,7 @@ from hf_ladder.generate import generation_config
 from hf_ladder.modeling import context_length, device
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.plots import plot_losses
-from hf_ladder.runs import Context, StageResult, TrainingError, save_model, write_json, write_yaml
+from hf_ladder.runs import Context, Run, StageResult, TrainingError, save_model, write_json, write_yaml
 from hf_ladder.schema import RecipeError
 
 EOS_PROMPTS = 50  # held-out prompts whose greedy answers SFT and DPO check for eos
@@ -44,6 +44,10 @@ class Stage:
     check: Callable[[dict[str, Any], list[str]], None] | None = None  # extra checks of the parts, into the list
     main_process_only: bool = False  # nothing to train: under `accelerate launch` one process does it
     rungs: Callable[[str, StageResult, Path], dict[str, Path]] = field(default=one_rung)  # rung -> folder of model/
+
+    def rung_folders(self, result: StageResult, run: Run) -> dict[str, Path]:
+        """Rung name -> the folder holding its model/ (`quantize/int8` -> runs/<recipe>/quantize/int8)."""
+        return self.rungs(self.name, result, run.stage_dir(self.name))
 
 
 def training_defaults(args: dict, ctx: Context) -> dict:
