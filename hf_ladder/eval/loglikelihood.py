@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 
 from hf_ladder.modeling import context_length, inference
 
+LOGIT_BUDGET = 2**25  # fp32 logits held at once (128 MB); their log-softmax needs as much again
+
 
 def prefix_token_id(tokenizer) -> int:
     """Token that conditions a continuation with no context: bos, else eos (huggingface.py:610-617)."""
@@ -102,14 +104,14 @@ def _batches(inputs: list[tuple[int, ...]], need: dict, batch_size: int, max_sco
 
 
 def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max_len: int, batch_size: int = 32,
-                         max_scored: int = 4096, progress: bool = False) -> list[tuple[float, bool]]:
+                         max_scored: int | None = None, progress: bool = False) -> list[tuple[float, bool]]:
     """(log-likelihood, is_greedy) of each (context ids, continuation ids), as huggingface.py:1329-1572.
 
     The model reads `(ctx + cont)[-(max_len + 1):][:-1]` (left-truncated, last token dropped); the last
     len(cont) positions are scored: ll = sum of fp32 log_softmax at the continuation tokens (natural log),
     is_greedy = every continuation token is the argmax of its position. Distinct inputs are sorted longest
-    first and batched by `batch_size` rows and `max_scored` scored positions (memory: about
-    2 * max_scored * vocab * 4 bytes for the logits and log-probs).
+    first and batched by `batch_size` rows and `max_scored` scored positions (default: 4 x LOGIT_BUDGET / vocab,
+    so the logits and log-probs take about 1 GB whatever the vocabulary; at least one input per batch).
 
     Raises:
         ValueError: an empty context or continuation, or a continuation longer than `max_len`.
@@ -124,6 +126,8 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
         need[inp] = max(need.get(inp, 0), len(cont))
         users.setdefault(inp, []).append(i)
     order = sorted(need, key=lambda t: (-len(t), t))
+    if max_scored is None:
+        max_scored = max(1, 4 * LOGIT_BUDGET // model.get_output_embeddings().out_features)
     out: list[tuple[float, bool]] = [None] * len(requests)
     device = next(model.parameters()).device
     bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)

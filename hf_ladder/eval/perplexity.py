@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hf_ladder.eval.loglikelihood import rolling_windows
+from hf_ladder.eval.loglikelihood import LOGIT_BUDGET, rolling_windows
 from hf_ladder.modeling import inference
 
 
@@ -55,10 +55,16 @@ class TextScore:
                 f"{prefix}tokens": self.tokens}
 
 
-def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 32) -> TextScore:
+def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8192) -> TextScore:
     """Sum the model's negative log-likelihood over every token of `text` (see module docstring).
 
-    Shapes: each batch is (batch, <= block_size) token ids; logits (batch, T, vocab) in fp32.
+    Memory is bounded whatever the model: windows are batched by padded tokens (at most `max_tokens` per
+    forward, at least one window), and the log-probabilities of the target tokens are taken from the final
+    hidden states a chunk at a time (`target_nats`), never as full-vocabulary logits of the whole batch
+    (SmolLM2's 8,192-position windows x 49,152 tokens would be 1.6 GB of fp32 logits per window).
+
+    Shapes: each batch is (batch, <= block_size) token ids -> hidden states (batch, T, d) -> the scored
+    positions (n, d) -> logits (<= LOGIT_BUDGET / vocab, vocab) per chunk, in fp32.
 
     Raises:
         ValueError: `text` is empty.
@@ -68,11 +74,11 @@ def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 3
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     windows = rolling_windows(ids, prefix, block_size)  # (context, continuation): <= block_size + 1 ids together
-    device = next(model.parameters()).device
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers stay
+    device = next(lm.parameters()).device
     nats, count = 0.0, 0
-    with inference(model):
-        for i in tqdm(range(0, len(windows), batch_size), desc="scoring text", unit="batch", leave=False):
-            batch = windows[i: i + batch_size]
+    with inference(lm):
+        for batch in tqdm(list(token_batches(windows, max_tokens)), desc="scoring text", unit="batch", leave=False):
             width = max(len(c) + len(k) for c, k in batch) - 1
             inputs = torch.zeros(len(batch), width, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -80,9 +86,31 @@ def score_text(model, tokenizer, text: str, block_size: int, batch_size: int = 3
                 w = context + continuation
                 inputs[row, : len(w) - 1] = torch.tensor(w[:-1])
                 labels[row, len(context) - 1: len(w) - 1] = torch.tensor(continuation)  # position t predicts t + 1
-            logits = model(input_ids=inputs.to(device)).logits.float()  # (B, T, V)
-            nats += F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device), ignore_index=-100,
-                                    reduction="sum").item()
-            count += int((labels != -100).sum())
+            hidden = lm.base_model(input_ids=inputs.to(device)).last_hidden_state  # (B, T, d)
+            keep = (labels != -100).to(device)
+            nats += target_nats(lm.get_output_embeddings(), hidden[keep], labels.to(device)[keep])  # (n, d), (n,)
+            count += int(keep.sum())
     assert count == len(ids), (count, len(ids))
     return TextScore(nats=nats, tokens=count, chars=len(text), bytes=len(text.encode("utf-8")))
+
+
+def token_batches(windows: list[tuple[list[int], list[int]]], max_tokens: int):
+    """Consecutive runs of `windows` whose padded size (rows x longest window) is <= max_tokens (at least one)."""
+    batch, longest = [], 0
+    for w in windows:
+        size = len(w[0]) + len(w[1]) - 1
+        if batch and (len(batch) + 1) * max(longest, size) > max_tokens:
+            yield batch
+            batch, longest = [], 0
+        batch.append(w)
+        longest = max(longest, size)
+    if batch:
+        yield batch
+
+
+def target_nats(head, hidden: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed negative log-likelihood (nats) of `targets` (n,) under the LM head applied to `hidden` (n, d),
+    LOGIT_BUDGET logits at a time: fp32 logits (rows, vocab) and their cross-entropy, chunk after chunk."""
+    rows = max(1, LOGIT_BUDGET // head.out_features)
+    return sum(F.cross_entropy(head(hidden[i: i + rows]).float(), targets[i: i + rows], reduction="sum").item()
+               for i in range(0, len(targets), rows))
