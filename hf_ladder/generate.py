@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from hf_ladder.data.chat import end_of_turn_ids
+from hf_ladder.eval.loglikelihood import loglikelihood_tokens
 from hf_ladder.modeling import context_length, inference
 
 
@@ -80,7 +81,8 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int 
 def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfig, seed: int | None = None,
                    batch_size: int = 32) -> list[Sample]:
     """`generate` for many prompts at once: left-padded batches (prompts in the given order), the same
-    decoding and context limit. Per-sample losses are not computed (nan); `ended` and `tokens` are.
+    decoding and context limit, and each continuation's loss under the same model, teacher-forced on exactly
+    the generated ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`; nan for an empty one).
 
     Shapes: each batch is (batch, longest prompt) ids, left-padded; outputs (batch, prompt + new).
     """
@@ -96,11 +98,16 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
                 enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True).to(device)
                 enc, fitted = fit_context(model, enc, config)
                 out = model.generate(**enc, generation_config=fitted)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                news = []
                 for row in out.tolist():
                     stop = next((j for j, t in enumerate(row) if t in ends), None)
-                    new = row if stop is None else row[: stop + 1]
-                    samples.append(Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=float("nan"),
-                                          ended=stop is not None, tokens=len(new)))
+                    news.append(row if stop is None else row[: stop + 1])
+                prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+                scored = [i for i, new in enumerate(news) if new and prompt_ids[i]]
+                lls = loglikelihood_tokens(model, [(prompt_ids[i], news[i]) for i in scored], context_length(model))
+                loss = {i: -ll / len(news[i]) for i, (ll, _) in zip(scored, lls)}
+                samples += [Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss.get(i, float("nan")),
+                                   ended=bool(new) and new[-1] in ends, tokens=len(new)) for i, new in enumerate(news)]
     finally:
         tokenizer.padding_side = side
     return samples

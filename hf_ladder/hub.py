@@ -34,7 +34,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hf_ladder import metrics
 from hf_ladder.assets import reference_file
-from hf_ladder.eval.report import BASELINE, baseline_measured, published
+from hf_ladder.eval.report import BASELINE, baseline_measured, load_references, published
 from hf_ladder.runs import read_json, read_jsonl
 from hf_ladder.stages import STAGES
 
@@ -267,12 +267,15 @@ def own_results(stage: str, variant: str | None, values: dict, recipe: dict, inp
 
 def benchmarks(root: Path, rung: str) -> tuple[list[EvalResult], list[dict], dict]:
     """This rung's benchmark numbers from eval/results.json: (EvalResults, table rows, the baseline's template
-    variables). The baseline column shows it measured, else GPT-2 small's published number, marked as such."""
+    variables). The baseline column shows the first measured baseline of the run (eval.baselines), else GPT-2
+    small's published number, marked as such."""
     results = read_json(root / "eval" / "results.json", {})
-    rungs = read_json(root / "eval" / "rungs.json", {})
-    name = next((r for r, info in rungs.items() if info.get("kind") == "baseline"), BASELINE)
-    measured, why = baseline_measured({"rungs": rungs, "results": results, "baseline": name})
-    ref = yaml.safe_load(reference_file().read_text(encoding="utf-8")) if reference_file().exists() else None
+    run = {"rungs": read_json(root / "eval" / "rungs.json", {}), "results": results}
+    baselines = [r for r, info in run["rungs"].items() if info.get("kind") == "baseline"] or [BASELINE]
+    name = next((b for b in baselines if baseline_measured(run, b)[0]), baselines[0])
+    measured, why = baseline_measured(run, name)
+    refs = load_references(reference_file().parent)
+    ref = refs.get(name) or refs.get(BASELINE)
     evals, rows = [], []
     for m in metrics.shown("card"):
         if m.source not in metrics.TASK_NAMES:
@@ -292,7 +295,7 @@ def benchmarks(root: Path, rung: str) -> tuple[list[EvalResult], list[dict], dic
                      "stderr": fmt(scores.get(f"{metric}_stderr")), "n": scores.get("n", "—"),
                      "baseline": fmt(base) if measured else (f"{entry['value']:.4f} (published)" if entry else "—")})
     published_here = bool(rows) and not measured and ref is not None
-    baseline_name = ref["name"] if ref else name
+    baseline_name = (ref["name"] if ref else name) if not measured else name
     note = (f"{baseline_name} was not measured in this run ({why}); its column holds the published "
             f"lm-evaluation-harness number where there is one (sources in hf_ladder's eval/reference/).")
     return evals, rows, {"baseline_name": baseline_name, "baseline_published": published_here,

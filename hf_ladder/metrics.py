@@ -92,6 +92,10 @@ METRICS = (
     _m("lambada_openai", "perplexity", "LAMBADA perplexity", ".2f", False, "", "report chart", log_scale=True),
     _m("mmlu", "acc", "MMLU 0-shot acc", ".1%", True, "%", "rungs console report chart card", column="mmlu"),
     _m("mmlu_5shot", "acc", "MMLU 5-shot acc", ".1%", True, "%", "console report chart", column="mmlu-5"),
+    _m("samples", "judge_ppl_mean", "judge ppl", ".1f", False, "", "rungs console report chart", column="judge ppl",
+       log_scale=True),
+    _m("samples", "rep_4_mean", "rep_4", ".2f", False, "", "rungs console report"),
+    _m("samples", "distinct_2_mean", "distinct_2", ".2f", True, "", "report"),
     _m("samples", "coherence_mean", "coherence", ".0f", True, "0-100", "rungs console report"),
     # ---- each stage's own readings (<stage>/metrics.json) ----
     _m("pretrain", "val_bits_per_char", "val bits/char", ".3f", False, "bits/char", "rungs card",

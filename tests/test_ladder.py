@@ -13,7 +13,7 @@ from hf_ladder import cli
 # Three stages of the default ladder, small: pretrain, a LoRA on it, its int8 variant; the eval on held-out text.
 SHORT = [*TINY, "pretrain.max_steps=20", "monitor.sample_every=10", "lora.max_steps=6", "lora.bf16=false",
          "monitor.generation.max_new_tokens=8", "quantize.variants={int8: {load_in_8bit: true}}",
-         "eval.tasks=[heldout]", "eval.baseline=null", "eval.generation.max_new_tokens=8"]
+         "eval.tasks=[heldout]", "eval.baselines=[]", "eval.generation.max_new_tokens=8"]
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from hf_ladder.data.corpus import load_corpus, load_play
 from hf_ladder.data.tokenizer import train_bpe
 from hf_ladder.ladder import run_stage
 from hf_ladder.monitor import NgramIndex
+from hf_ladder.monitor.reading import FIELDS
 from hf_ladder.schema import DataConfig
 
 SONNET_18 = """Shall I compare thee to a summer's day?
@@ -94,10 +95,16 @@ def planted_corpus(tmp_path: Path, data_dir: Path, copies: int) -> Path:
 def test_a_planted_training_passage_raises_the_memorization_alert(tmp_path, data_dir):
     corpus = planted_corpus(tmp_path, data_dir, copies=60)
     recipe = tiny_recipe(tmp_path / "run", f"data.path={corpus}", "tokenizer.vocab_size=512",
-                         "pretrain.max_steps=200", "monitor.sample_every=50",
+                         "pretrain.max_steps=200", "monitor.sample_every=50", "monitor.judge=smollm2-135m-instruct",
                          'monitor.prompts=["Shall I compare thee to a summer", "ROMEO:\\n"]')
     result = run_stage("pretrain", recipe)
     assert result.metrics["memorization_alerts"] >= 1
+    rows = [r for step in rounds(Path(recipe.run_dir) / "pretrain").values() for r in step]
+    assert rows and all(set(FIELDS) <= set(r) for r in rows)  # every sample row carries every reading
+    assert all((r["judge_ppl"] is None) == (not r["text"].strip()) for r in rows)  # the judge read each one
+    copied = [r for r in rows if "memorized" in r]
+    assert copied and all(r["loss_tier"] in ("memorized substring", "recall") for r in copied)
+    assert min(r["judge_ppl"] for r in copied) < min(r["judge_ppl"] for r in rows if r["step"] == 0)  # the sonnet
     alerts = json.loads((Path(recipe.run_dir) / "pretrain" / "alerts.json").read_text())
     memorized = [a for a in alerts if a["type"] == "memorization"]
     assert memorized and all(a["loss"] < 0.20 for a in memorized)

@@ -148,7 +148,7 @@ def test_ladder_skips_finished_stages_and_prints_the_rungs(healthy, capsys, tmp_
     pretrain_only.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in ("sft", "dpo", "lora",
                                                                                         "quantize")}))
     assert cli.main(["ladder", str(pretrain_only), *TINY, *HEALTHY, f"run_dir={recipe.run_dir}",
-                     "eval.tasks=[heldout]", "eval.baseline=null"]) == 0
+                     "eval.tasks=[heldout]", "eval.baselines=[]"]) == 0
     out = capsys.readouterr().out
     assert "pretrain: already finished" in out
     assert f"report: {Path(recipe.run_dir) / 'report' / 'index.html'}" in out  # the ladder ends with the eval

@@ -113,12 +113,15 @@ def calls(name: str):
 
 def test_every_model_load_is_safetensors_only_and_no_remote_code():
     """The package loads model weights in one place: only modeling.load_model calls a model class's from_pretrained
-    (tokenizers and peft adapters excepted: no pickled weights there), with use_safetensors=True; and no call
+    (tokenizers, peft adapters and GGUF files excepted: no pickled weights there; a GGUF is read by the `gguf`
+    package into a safetensors folder that load_model then loads), with use_safetensors=True; and no call
     anywhere passes trust_remote_code other than False."""
-    loads = [(f, line) for f, line, node in calls("from_pretrained")
-             if getattr(getattr(node.func, "value", None), "id", "") not in ("AutoTokenizer", "PeftModel")]
-    assert loads == [(Path("hf_ladder/modeling.py"), loads[0][1])], loads  # one, in load_model
-    (_, _, node), = [c for c in calls("from_pretrained") if c[0] == Path("hf_ladder/modeling.py")]
+    gguf = {(f, line) for f, line, node in calls("from_pretrained") if any(k.arg == "gguf_file" for k in node.keywords)}
+    assert {f for f, _ in gguf} == {Path("hf_ladder/modeling.py")}  # dequantized_folder: the model, its tokenizer
+    loads = [(f, line, node) for f, line, node in calls("from_pretrained") if (f, line) not in gguf
+             and getattr(getattr(node.func, "value", None), "id", "") not in ("AutoTokenizer", "PeftModel")]
+    assert [(f, line) for f, line, _ in loads] == [(Path("hf_ladder/modeling.py"), loads[0][1])]  # in load_model
+    node = loads[0][2]
     keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
     assert keywords["use_safetensors"] is True and keywords["trust_remote_code"] is False
     remote = [(f, line) for name in ("from_pretrained", "load_model", "load_dataset", "HFLM") for f, line, node

@@ -47,7 +47,8 @@ def scores(rung: str, i: int) -> dict:
         "lambada_openai": {"acc": 0.004, "acc_stderr": 0.0028, "perplexity": 48000.0 - 1000 * i, "n": 500},
         "mmlu": {"acc": 0.241, "acc_stderr": 0.0114, "n": 1400, "acc/anatomy": 0.2},
         "mmlu_5shot": {"acc": 0.246, "acc_stderr": 0.0115, "n": 1400, "acc/anatomy": 0.21},
-        "samples": {"coherence_mean": 80.0 + i},
+        "samples": {"coherence_mean": 80.0 + i, "judge_ppl_mean": 900.0 - 10 * i, "rep_4_mean": 0.05,
+                    "distinct_2_mean": 0.9},
     }
     if rung == "dpo":
         del out["mmlu_5shot"]
@@ -56,9 +57,10 @@ def scores(rung: str, i: int) -> dict:
     return out
 
 
-def fake_run(root: Path, baseline_measured: bool = False, baseline: str = "gpt2") -> Path:
+def fake_run(root: Path, baseline_measured: bool = False, baseline: str = "gpt2", smollm2: bool = False) -> Path:
     """runs/<recipe>/ with every stage of the ladder and an eval/ folder as `hf-ladder eval` writes it; the
-    baseline rung is named after its source (`openai-community/gpt2` -> gpt2, a local folder -> its name)."""
+    baseline rung is named after its source (`openai-community/gpt2` -> gpt2, a local folder -> its name).
+    `smollm2`: a second, measured baseline (smollm2-135m-instruct) and the validation text's reference rung."""
     run = root / "shakespeare-tiny"
     manifest = {"recipe": "shakespeare-tiny", "stages": {}}
     for i, stage in enumerate(STAGES):
@@ -95,11 +97,23 @@ def fake_run(root: Path, baseline_measured: bool = False, baseline: str = "gpt2"
     if baseline_measured:
         results[baseline] = scores(baseline, 20)
         rungs[baseline].update(model_dir=f"/models/{baseline}", parameters=124439808)
+    extra = []
+    if smollm2:
+        results["smollm2-135m-instruct"] = scores("smollm2-135m-instruct", 30)
+        rungs["smollm2-135m-instruct"] = {"kind": "baseline", "model_dir": "smollm2-135m-instruct",
+                                          "parameters": 134515008, "tokens_seen": None, "measured": True,
+                                          "note": None, "label": "SmolLM2-135M-Instruct, instruction-tuned: Q4_1"}
+        results["validation text"] = {"samples": {"coherence_mean": 90.0, "judge_ppl_mean": 60.0, "rep_4_mean": 0.0}}
+        rungs["validation text"] = {"kind": "reference", "model_dir": None, "parameters": None, "tokens_seen": None,
+                                    "measured": True, "note": "real lines"}
+        extra = ["smollm2-135m-instruct", "validation text"]
     write_json(run / "eval" / "results.json", results)
     write_json(run / "eval" / "rungs.json", rungs)
     lines = [{"rung": rung, "prompt": prompt, "prompt_set": "shakespeare", "coherence": 70.0 + i,
+              "rep_4": 0.01 * i, "distinct_2": 0.9, "judge_ppl": 500.0 + i, "loss_tier": "early",
               "text": f"I will not, my lord.\nThe {rung} speaks{'. ' + NASTY if i == 0 else ''}"}
-             for rung in [*RUNGS, *([baseline] if baseline_measured else [])] for i, prompt in enumerate(PROMPTS)]
+             for rung in [*RUNGS, *([baseline] if baseline_measured else []), *extra]
+             for i, prompt in enumerate(PROMPTS)]
     (run / "eval" / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     return run
 
@@ -117,7 +131,9 @@ def test_report_tables_banner_and_escaping(tmp_path):
     page, md = index.read_text(), (out / "report.md").read_text()
 
     assert table_keys(page, "stages") == STAGES
-    assert table_keys(page, "benchmarks") == [*RUNGS, "gpt2", "published"]
+    assert table_keys(page, "benchmarks") == [*RUNGS, "gpt2", "published/gpt2"]
+    assert table_keys(page, "accuracy") == [*RUNGS, "gpt2", "published/gpt2"]
+    assert table_keys(page, "readings") == [*RUNGS, "gpt2"]  # GPT-2 small has no published sample readings
     assert table_keys(page, "quantization") == ["fp32", *VARIANTS]
     assert table_keys(page, "samples") == [f"shakespeare/{p}" for p in PROMPTS]
     for stage in STAGES:
@@ -130,9 +146,9 @@ def test_report_tables_banner_and_escaping(tmp_path):
     assert "not measured" in md.split("## Stages")[0] and NOTE in md
     assert "| GPT-2 small (published, not measured) |" in md
     assert "31.1%" in md and "llm.c dev/data/hellaswag.py" in md and "issue #2159" in md
-    assert "26.0% ± 1.4%" in md  # sft's acc_norm with its stderr, in % (hf_ladder.metrics: ".1%")
-    dpo_row = md.split("| dpo | stage |")[1].split("\n")[0]
-    assert dpo_row.count("—") == 1  # dpo has no 5-shot MMLU
+    assert "26.0%<br>± 1.4%" in md  # sft's acc_norm with its stderr under it, in % (hf_ladder.metrics: ".1%")
+    dpo_rows = [line for line in md.splitlines() if line.startswith("| dpo | stage |")]
+    assert [row.count("—") for row in dpo_rows] == [0, 1, 0]  # language modelling, accuracy (no 5-shot MMLU), readings
 
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
     assert "<script>alert" not in md and "\\| pipe" in md
@@ -152,7 +168,7 @@ def test_measured_baseline_is_a_row_and_no_banner(tmp_path):
     page = index.read_text()
     assert index.parent == tmp_path / "out"
     assert "baseline-banner" not in page
-    assert table_keys(page, "benchmarks") == [*RUNGS, "tiny-gpt2", "published"]
+    assert table_keys(page, "benchmarks") == [*RUNGS, "tiny-gpt2"]  # no published numbers of a local folder
     assert "<th>tiny-gpt2</th>" in page  # a samples column
     assert "<td>inf</td>" in page  # shown in the table, left out of the chart
 
@@ -162,7 +178,7 @@ def test_report_without_eval_results(tmp_path):
     shutil.rmtree(run / "eval")
     page = write_report(run).read_text()
     assert table_keys(page, "stages") == STAGES
-    assert table_keys(page, "benchmarks") == [*STAGES, "published"]  # a row per stage, all "—"
+    assert table_keys(page, "benchmarks") == [*STAGES, "published/gpt2"]  # a row per stage, all "—"
     assert "no eval results yet" in page and "ladder.png" not in page
 
 
@@ -176,4 +192,24 @@ def test_report_page_loads_in_chromium(tmp_path):
     assert len(summary["images"]) == 3
     assert all(img["ok"] for img in summary["images"]), summary["images"]
     assert summary["stages"] == STAGES
-    assert summary["rungs"] == [*RUNGS, "gpt2", "published"]
+    assert summary["rungs"] == [*RUNGS, "gpt2", "published/gpt2"]
+
+
+def test_two_baselines_measured_and_published_and_the_reference_row(tmp_path):
+    """GPT-2 unreachable (published numbers, a banner), SmolLM2 measured (rows in every table, a samples
+    column, its published numbers beside), the validation text as a reference row of the readings and samples;
+    in Chromium at 1400 pixels every benchmark table fits without scrolling sideways."""
+    index = write_report(fake_run(tmp_path, smollm2=True))
+    page, md = index.read_text(), (index.parent / "report.md").read_text()
+    smol = "smollm2-135m-instruct"
+    assert table_keys(page, "benchmarks") == [*RUNGS, "gpt2", smol, "published/gpt2"]
+    assert table_keys(page, "accuracy") == [*RUNGS, "gpt2", smol, "published/gpt2", f"published/{smol}"]
+    assert table_keys(page, "readings") == [*RUNGS, "gpt2", smol, "validation text"]
+    assert f"<th>{smol}</th>" in page and "<th>validation text</th>" in page  # samples columns
+    assert "Baseline smollm2-135m-instruct: SmolLM2-135M-Instruct, instruction-tuned: Q4_1" in md
+    assert "| SmolLM2-135M-Instruct (published) |" in md and "43.0%" in md  # beside the measured row
+    assert "judge ppl 500.0 · rep_4 0.00 · coherence 70" in md  # under each sample
+    assert "Judge perplexity and rep_4 are read together" in md
+    summary = chromium_summary(index, tmp_path)
+    assert summary["stages"] == STAGES and all(img["ok"] for img in summary["images"])
+    assert all(width <= 1400 for width in summary["widths"].values()), summary["widths"]

@@ -9,8 +9,9 @@ needs no new embeddings.
 from __future__ import annotations
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from hf_ladder.modeling import load_tokenizer
 from hf_ladder.schema import RecipeError, TokenizerConfig
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
@@ -49,7 +50,7 @@ def get_tokenizer(cfg: TokenizerConfig, train_texts: list[str], model_max_length
     """
     if cfg.path is None:
         return train_bpe(train_texts, cfg.vocab_size, cfg.min_frequency, model_max_length)
-    tok = AutoTokenizer.from_pretrained(cfg.path)
+    tok = load_tokenizer(cfg.path)
     if tok.eos_token is None:
         raise RecipeError(f"tokenizer.path: {cfg.path} has no eos token; the ladder separates documents with it")
     if tok.pad_token is None:

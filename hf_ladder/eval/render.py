@@ -1,7 +1,7 @@
 """The report's blocks rendered twice, as GitHub-flavoured Markdown and as one self-contained HTML page, so the
 two always hold the same tables. Every text is escaped: text from the run's files never turns into markup.
 
-A block is ("h2", text) | ("p", text) | ("banner", text) | ("img", file, alt)
+A block is ("h2", text) | ("h3", text) | ("p", text) | ("banner", text) | ("img", file, alt)
          | ("table", name, header, rows, keys): `keys` name the rows (data-key in the HTML).
 """
 
@@ -26,6 +26,8 @@ def render_markdown(title: str, blocks: list[tuple]) -> str:
     for kind, *args in blocks:
         if kind == "h2":
             out.append(f"## {args[0]}")
+        elif kind == "h3":
+            out.append(f"### {args[0]}")
         elif kind == "p":
             out.append(markdown_text(args[0]))
         elif kind == "banner":
@@ -45,7 +47,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; 
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; white-space: pre-wrap; }
 th { background: #f0f0f0; }
-table#benchmarks td:not(:last-child) { white-space: nowrap; }
+table#benchmarks td, table#accuracy td, table#readings td { min-width: 4em; }
 table#samples td { font-family: ui-monospace, monospace; font-size: 0.85em; max-width: 28em; }
 .banner { background: #fff3cd; border: 2px solid #e0a800; padding: 0.8em 1em; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; }
@@ -58,8 +60,8 @@ def render_html(title: str, blocks: list[tuple]) -> str:
     out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
            f"<style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
     for kind, *args in blocks:
-        if kind == "h2":
-            out.append(f"<h2>{e(args[0])}</h2>")
+        if kind in ("h2", "h3"):
+            out.append(f"<{kind}>{e(args[0])}</{kind}>")
         elif kind == "p":
             out.append(f"<p>{e(args[0])}</p>")
         elif kind == "banner":

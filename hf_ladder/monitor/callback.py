@@ -2,7 +2,9 @@
 
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
 sampling settings, prints the samples, and appends them to `samples.jsonl` with the step, the per-sample
-loss and the coherence score. From those readings it raises four signals:
+loss and the readings of `hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl under
+`monitor.judge`, loss_tier). Judge perplexity and rep_4 are printed together: a repetition loop is *not*
+surprising to the judge (low judge_ppl), but its rep_4 is high. From those readings it raises four signals:
 
 - auto-halt: `halt_patience` consecutive sample rounds whose mean coherence (of the sampled continuations;
   greedy loops are a decoding artefact, not a collapse) is below `halt_below` stop training cleanly, with
@@ -27,8 +29,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_ladder.generate import generate, generation_config
-from hf_ladder.monitor.coherence import coherence_score
+from hf_ladder.monitor.judge import load_judge
 from hf_ladder.monitor.memorization import NgramIndex
+from hf_ladder.monitor.reading import read_samples
 from hf_ladder.runs import read_jsonl, write_jsonl
 from hf_ladder.schema import MonitorConfig
 
@@ -114,22 +117,24 @@ class SampleMonitor(TrainerCallback):
         control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
 
     def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
-        """Generate, score, print and store one round of samples; update the halt streak."""
+        """Generate, read (`hf_ladder.monitor.reading`: coherence, rep_4, distinct_2, judge_ppl, loss_tier), print
+        and store one round of samples; update the halt streak. The judge reads on the writing process only."""
+        samples = [(prompt, decoding, generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i))
+                   for i, prompt in enumerate(self.cfg.prompts) for decoding, config in self.decodings.items()]
+        readings = read_samples([p for p, _, _ in samples], [s.text for _, _, s in samples],
+                                [s.loss for _, _, s in samples], load_judge(self.cfg.judge) if write else None)
         rows = []
-        for i, prompt in enumerate(self.cfg.prompts):
-            for decoding, config in self.decodings.items():
-                sample = generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i)
-                row = {"step": step, "prompt": prompt, "decoding": decoding, "text": sample.text,
-                       "coherence": round(coherence_score(sample.text), 2), "loss": round(sample.loss, 4),
-                       "ended": sample.ended}
-                if sample.loss < self.cfg.memorization_loss:
-                    match = self.index.find(prompt + sample.text)
-                    if match is not None:
-                        row["memorized"] = {"words": match.words, "train_span": match.train_span,
-                                            "train_doc": match.train_doc, "train_char": match.train_char}
-                        self.alerts.append({"type": "memorization", "step": step, "prompt": prompt,
-                                            "loss": row["loss"], **row["memorized"]})
-                rows.append(row)
+        for (prompt, decoding, sample), reading in zip(samples, readings):
+            row = {"step": step, "prompt": prompt, "decoding": decoding, "text": sample.text,
+                   "loss": round(sample.loss, 4), **reading, "ended": sample.ended}
+            if sample.loss < self.cfg.memorization_loss:
+                match = self.index.find(prompt + sample.text)
+                if match is not None:
+                    row["memorized"] = {"words": match.words, "train_span": match.train_span,
+                                        "train_doc": match.train_doc, "train_char": match.train_char}
+                    self.alerts.append({"type": "memorization", "step": step, "prompt": prompt,
+                                        "loss": row["loss"], **row["memorized"]})
+            rows.append(row)
         judged = [r["coherence"] for r in rows if r["decoding"] == self.judged]
         self.rounds.append({"step": step, "coherence": sum(judged) / len(judged)})
         if write:
@@ -188,7 +193,9 @@ class SampleMonitor(TrainerCallback):
     def _print(self, rows: list[dict]) -> None:
         print(f"\n── samples @ step {rows[0]['step']} " + "─" * 50, flush=True)
         for r in rows:
-            print(f"[{r['decoding']}] coherence {r['coherence']:.0f}/100 · loss {r['loss']:.2f}")
+            judge = "" if r["judge_ppl"] is None else f" · judge ppl {r['judge_ppl']:.1f}"
+            print(f"[{r['decoding']}] coherence {r['coherence']:.0f}/100 · rep_4 {r['rep_4']:.2f}{judge} · "
+                  f"loss {r['loss']:.2f} ({r['loss_tier'] or 'no loss'})")
             print(re.sub(r"\n{3,}", lambda m: f"\n[{len(m.group()) - 1} blank lines]\n", r["prompt"] + r["text"]))
             if "memorized" in r:
                 m = r["memorized"]

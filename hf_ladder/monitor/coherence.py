@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from hf_ladder.monitor.repetition import distinct_ngram_ratio
+
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 CHAR_DIVERSITY_FULL = 20  # distinct non-space characters that count as fully diverse
 RARE_COUNT = 50  # pyspellchecker gives unseen fragments ("th", "nd") this floor count
@@ -42,12 +44,6 @@ def is_english(word: str) -> bool:
     if base not in freq:
         return False
     return len(base) > 2 or freq[base] > RARE_COUNT
-
-
-def distinct_ngram_ratio(words: list[str], n: int) -> float:
-    """Distinct n-grams / total n-grams; 1.0 when the text is too short to hold an n-gram."""
-    grams = [tuple(words[i: i + n]) for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def coherence_signals(text: str) -> dict[str, float]:

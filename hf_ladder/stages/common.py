@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset
-from transformers import AutoTokenizer
 
 from hf_ladder.generate import generation_config
-from hf_ladder.modeling import context_length, device
+from hf_ladder.modeling import context_length, device, load_tokenizer
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.plots import plot_losses
 from hf_ladder.runs import Context, Run, StageResult, TrainingError, save_model, write_json, write_yaml
@@ -52,13 +51,15 @@ class Stage:
 
 def training_defaults(args: dict, ctx: Context) -> dict:
     """The recipe's training arguments over the ladder's defaults: the CPU when there is no accelerator,
-    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints, log to TensorBoard
-    (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe), let a nan / inf loss through to
-    the monitor's divergence check (transformers would average it away), use the recipe's seed. Publishing is
-    hf-ladder's, after the stage (`hf_ladder.hub`), never the Trainer's."""
+    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints: the last and the one of the
+    best validation loss (with `metric_for_best_model` the Trainer tracks it and keeps it out of rotation, for
+    `keep_best`), log to TensorBoard (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe),
+    let a nan / inf loss through to the monitor's divergence check (transformers would average it away), use
+    the recipe's seed. Publishing is hf-ladder's, after the stage (`hf_ladder.hub`), never the Trainer's."""
     every = ctx.recipe.monitor.sample_every
     defaults = {"use_cpu": device() == "cpu", "eval_strategy": "steps", "eval_steps": every,
                 "save_strategy": "steps", "save_steps": every, "save_total_limit": 2,
+                "metric_for_best_model": "eval_loss",
                 "logging_steps": max(1, min(every // 2, 50)), "report_to": "tensorboard", "seed": ctx.recipe.seed,
                 "logging_nan_inf_filter": False,
                 "per_device_eval_batch_size": args.get("per_device_train_batch_size", 8)}
@@ -93,7 +94,7 @@ def tuning_tokenizer(stage: str, base: str):
         RecipeError: pad is missing or equals eos (padding would mask the eos labels, and the model would
             never learn to stop).
     """
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(base)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise RecipeError(f"{stage}: the tokenizer of {base} pads with its eos token ({tokenizer.eos_token!r}); "
                           f"padding would mask the eos labels and the model would never learn to stop. "
@@ -150,10 +151,11 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 def train(trainer, monitor: SampleMonitor):
     """Train, resuming from the last complete checkpoint; a fresh start first samples the untrained model
-    (step 0), so every stage shows its samples before and after.
+    (step 0), so every stage shows its samples before and after. Then choose the weights the stage keeps
+    (`keep_best`).
 
     Returns:
-        (the Trainer's TrainOutput, the step training started from).
+        (the Trainer's TrainOutput, the step training started from, `keep_best`'s metrics).
 
     Raises:
         TrainingError: the loss or the weights went nan / inf (the monitor stopped training before any
@@ -177,7 +179,62 @@ def train(trainer, monitor: SampleMonitor):
         raise TrainingError(f"{Path(trainer.args.output_dir).parent.name}: {monitor.diverged}; training stopped and "
                             f"nothing was saved. Last good checkpoint: {good or 'none'} (kept). Lower the learning "
                             f"rate or set max_grad_norm, then rerun (add --force to start over).")
-    return output, first_step
+    return output, first_step, keep_best(trainer, monitor)
+
+
+def keep_best(trainer, monitor: SampleMonitor) -> dict[str, float]:
+    """The weights the stage keeps: after an overfitting alert, those of the best-validation checkpoint (the
+    Trainer's `best_model_checkpoint` by `metric_for_best_model`, loaded with the Trainer's own loader), unless
+    `monitor.keep_best_on_overfit` is false; with `load_best_model_at_end: true` in the stage's section the
+    Trainer has loaded them already, alert or not. Else the last step's. Says which in the console after an
+    alert or when the best checkpoint is kept.
+
+    Returns:
+        `kept_best` (1: the best checkpoint, 0: the last step), `kept_step`, and `kept_eval_loss` (its
+        validation loss) when that step was evaluated.
+    """
+    state, args = trainer.state, trainer.args
+    key = args.metric_for_best_model or "eval_loss"
+    key = key if key.startswith("eval_") else f"eval_{key}"
+    best = state.best_model_checkpoint
+    best_step = int(Path(best).name.split("-")[-1]) if best else None
+    overfit = any(a["type"] == "overfitting" for a in monitor.alerts)
+    wanted = args.load_best_model_at_end or (overfit and monitor.cfg.keep_best_on_overfit)
+    kept_best = wanted and best_step not in (None, state.global_step)
+    if kept_best and not args.load_best_model_at_end:
+        trainer._load_best_model()  # what load_best_model_at_end calls: full weights, peft adapters, sharded
+    step = best_step if kept_best else state.global_step
+
+    def at(s: int) -> str:
+        value = _logged(state.log_history, key, s)
+        return f"step {s} ({key} {value:.3f})" if value is not None else f"step {s}"
+
+    last = f"the last, {at(state.global_step)}"
+    if kept_best:
+        why = ("load_best_model_at_end" if args.load_best_model_at_end else
+               "overfitting alert; `monitor.keep_best_on_overfit: false` keeps the last step")
+        note = f"model/ is the best-validation checkpoint, {at(best_step)}, not {last} ({why})"
+    elif overfit and not monitor.cfg.keep_best_on_overfit:
+        note = f"model/ is {last}, as `monitor.keep_best_on_overfit: false` asks" + (
+            f"; the best-validation checkpoint, {at(best_step)}, is {best}"
+            if best_step not in (None, state.global_step) else "")
+    elif overfit and best is None:
+        note = (f"model/ is {last}: after the overfitting alert no checkpoint of the best {key} was there to load "
+                f"(save_steps {args.save_steps}, eval_steps {args.eval_steps}); save at every evaluation to keep it")
+    elif overfit:
+        note = f"model/ is {last}, the best-validation checkpoint too: validation recovered after the alert"
+    else:
+        note = None
+    if note and trainer.is_world_process_zero():
+        print(note, flush=True)
+    loss = _logged(state.log_history, "eval_loss", step)
+    return {"kept_best": int(kept_best), "kept_step": step, **({"kept_eval_loss": loss} if loss is not None else {})}
+
+
+def _logged(log_history: list[dict], key: str, step: int) -> float | None:
+    """The value of `key` the Trainer logged at `step` (the last one logged there), if any."""
+    values = [h[key] for h in log_history if key in h and h["step"] == step]
+    return values[-1] if values else None
 
 
 def status_of(monitor: SampleMonitor) -> tuple[str, str | None]:

@@ -91,10 +91,10 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     max_new = ctx.recipe.monitor.generation.max_new_tokens
     before = held_out_metrics(trainer, p.held_out, "before", max_new)
     print("before DPO (the SFT model): " + describe(before, "before"))
-    output, _ = train(trainer, p.monitor)
+    output, _, kept = train(trainer, p.monitor)
     after = held_out_metrics(trainer, p.held_out, "after", max_new)
     metrics = {**before, **after, "beta": trainer.args.beta, "global_step": trainer.state.global_step,
-               "train_runtime_s": output.metrics["train_runtime"], **monitor_metrics(p.monitor)}
+               "train_runtime_s": output.metrics["train_runtime"], **kept, **monitor_metrics(p.monitor)}
     status, reason = status_of(p.monitor)
     metrics["wall_time_s"] = time.time() - start
     write_outputs("dpo", ctx, trainer, p.monitor, trainer.model, tokenizer, metrics)

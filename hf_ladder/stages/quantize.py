@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BitsAndBytesConfig
+from transformers import BitsAndBytesConfig
 
 from hf_ladder import metrics as registry
 from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate, generation_config
 from hf_ladder.keys import library_rejects, split_section
-from hf_ladder.modeling import context_length, device, inference, load_model
+from hf_ladder.modeling import context_length, device, inference, load_model, load_tokenizer
 from hf_ladder.monitor import coherence_score
 from hf_ladder.runs import Context, StageResult, save_model, write_json, write_jsonl, write_yaml
 from hf_ladder.schema import HubArgs, QuantizeArgs, SourceArgs
@@ -65,7 +65,7 @@ def quantize_and_measure(src: str, variants: dict[str, dict], recipe, out: Path)
         (flat metrics "<variant>_<name>", sample rows, {variant: saved folder}, {variant: why it was skipped}).
     """
     text = load_corpus(recipe.data).validation_text
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = load_tokenizer(src)
     where = device()
     reference = load_model(src).to(where)
     linear_names = [n for n, m in reference.named_modules() if type(m).__name__ in ("Conv1D", "Linear")

@@ -105,7 +105,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
               "eos_rate_before": eos_rate(trainer.model, tokenizer, eos_prompts, max_new)}
     print(f"before SFT: held-out completion loss {before['heldout_loss_before']:.3f}, "
           f"{before['eos_rate_before']:.0%} of {len(eos_prompts)} held-out greedy answers end with eos")
-    output, _ = train(trainer, p.monitor)
+    output, _, kept = train(trainer, p.monitor)
     after = {"heldout_loss_after": trainer.evaluate()["eval_loss"],
              "eos_rate_after": eos_rate(trainer.model, tokenizer, eos_prompts, max_new)}
 
@@ -114,7 +114,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                "heldout_perplexity_after": math.exp(after["heldout_loss_after"]),
                "trainable_label_fraction": trainable, "dropped_truncated_rows": p.dropped,
                "global_step": trainer.state.global_step, "train_runtime_s": output.metrics["train_runtime"],
-               **monitor_metrics(p.monitor)}
+               **kept, **monitor_metrics(p.monitor)}
     status, reason = status_of(p.monitor)
     metrics["wall_time_s"] = time.time() - start
     write_outputs("sft", ctx, trainer, p.monitor, trainer.model, tokenizer, metrics)
