@@ -17,11 +17,15 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models"
@@ -127,9 +131,33 @@ def load_tokenizer(source) -> PreTrainedTokenizerBase:
 
 
 def resolve(source):
-    """What `from_pretrained` reads for a model source: a GGUF source's dequantized folder, else the source."""
+    """What `from_pretrained` reads for a model source: a GGUF source's dequantized folder, else the source.
+
+    Raises:
+        OSError: a Hub id that is not in the local cache while the Hub cannot be reached (said at once, instead of
+            after huggingface_hub's ~25 s of retries per file).
+    """
     path = gguf_file(source)
-    return source if path is None else dequantized_folder(path)
+    if path is not None:
+        return dequantized_folder(path)
+    if not looks_local(str(source)) and try_to_load_from_cache(str(source), "config.json") is None \
+            and (why := hub_unreachable()):
+        raise OSError(f"{source}: not in the local Hugging Face cache, and {why}")
+    return source
+
+
+@cache
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached, from one 3-second connection to `HF_ENDPOINT`, else None (also None with
+    HF_HUB_OFFLINE set: then transformers itself refuses at once)."""
+    if constants.HF_HUB_OFFLINE:
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        return f"the Hub ({url.hostname}) cannot be reached: {e}"
+    return None
 
 
 def build_model(model_cfg: dict, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
