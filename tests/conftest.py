@@ -123,7 +123,8 @@ window.addEventListener("load", () => {
   pre.id = "check";
   const widths = Object.fromEntries(["benchmarks", "accuracy", "readings"].map(id => [id,
     document.querySelector(`table#${id}`)?.getBoundingClientRect().right ?? 0]));
-  pre.textContent = JSON.stringify({images, stages: rows("stages"), rungs: rows("benchmarks"), widths});
+  const samples = [...document.querySelectorAll("table#samples thead th")].map(th => th.textContent);
+  pre.textContent = JSON.stringify({images, stages: rows("stages"), rungs: rows("benchmarks"), widths, samples});
   document.body.appendChild(pre);
 });
 </script>"""
@@ -131,7 +132,8 @@ window.addEventListener("load", () => {
 
 def chromium_summary(index: Path, tmp_path: Path) -> dict:
     """Open a report's index.html in headless Chromium (Debian `chromium`) in a 1400-pixel-wide window:
-    {images: [{src, ok}], stages: [row keys], rungs: [row keys], widths: {benchmark table: its right edge, px}}.
+    {images: [{src, ok}], stages: [row keys], rungs: [row keys], widths: {benchmark table: its right edge, px},
+    samples: [the samples table's column headers]}.
     Without a Chromium the test is skipped, except in CI (`CI` set), where it fails: .ci/run installs one."""
     browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
     if browser is None:

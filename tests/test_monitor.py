@@ -104,7 +104,10 @@ def test_a_planted_training_passage_raises_the_memorization_alert(tmp_path, data
     assert all((r["judge_ppl"] is None) == (not r["text"].strip()) for r in rows)  # the judge read each one
     copied = [r for r in rows if "memorized" in r]
     assert copied and all(r["loss_tier"] in ("memorized substring", "recall") for r in copied)
-    assert min(r["judge_ppl"] for r in copied) < min(r["judge_ppl"] for r in rows if r["step"] == 0)  # the sonnet
+    untrained = sorted(r["judge_ppl"] for r in rows if r["step"] == 0 and r["judge_ppl"] is not None)
+    # the copied sonnet reads as English to the judge; the untrained model's noise does not (a run of blank lines
+    # from it may: the judge is not surprised by repetition, which is why rep_4 is read beside it)
+    assert max(r["judge_ppl"] for r in copied) < 50 < untrained[len(untrained) // 2]
     alerts = json.loads((Path(recipe.run_dir) / "pretrain" / "alerts.json").read_text())
     memorized = [a for a in alerts if a["type"] == "memorization"]
     assert memorized and all(a["loss"] < 0.20 for a in memorized)

@@ -213,3 +213,4 @@ def test_two_baselines_measured_and_published_and_the_reference_row(tmp_path):
     summary = chromium_summary(index, tmp_path)
     assert summary["stages"] == STAGES and all(img["ok"] for img in summary["images"])
     assert all(width <= 1400 for width in summary["widths"].values()), summary["widths"]
+    assert summary["samples"] == ["prompt", *RUNGS, smol, "validation text"]  # a column per measured baseline

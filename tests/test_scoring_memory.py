@@ -1,9 +1,11 @@
 """`score_text` keeps memory bounded for a long-context, large-vocabulary model, and its numbers stay exact.
 
 A model with a 4,096-position context and GPT-2's 50,257-token vocabulary scores 150,000 characters of
-TinyShakespeare in a fresh process, whose peak resident memory (`resource.getrusage`) must stay under
-PEAK_RSS_BOUND. Batching whole windows and taking a full-vocabulary log-softmax, as the eval did before, would
-hold (9 windows, 4,096, 50,257) fp32 logits twice: about 15 GB.
+TinyShakespeare in a fresh process, whose peak resident memory must stay under PEAK_RSS_BOUND: `VmHWM` of
+/proc/self/status, which is what `resource.getrusage`'s ru_maxrss reports when the process runs alone (inside a
+large pytest process, ru_maxrss also counts the forked copy of the parent before exec). Batching whole windows
+and taking a full-vocabulary log-softmax, as the eval did before, would hold (9 windows, 4,096, 50,257) fp32
+logits twice: about 15 GB.
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_siz
 model = LlamaForCausalLM(config)
 text = open(sys.argv[2], encoding="utf-8").read()[:150_000]
 s = score_text(model, tokenizer, text, 4096)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
-print(json.dumps({"tokens": s.tokens, "nats": s.nats, "peak_rss": peak}))
+# Peak RSS of this process's own memory: VmHWM, which execve resets. getrusage's ru_maxrss also counts the
+# forked copy of the parent before exec (the whole pytest process, GBs late in the suite); read it too, as a check.
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+peak = int(status["VmHWM"].split()[0]) * 1024  # kB
+rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+print(json.dumps({"tokens": s.tokens, "nats": s.nats, "peak_rss": peak, "ru_maxrss": rusage}))
 """
 
 
