@@ -10,7 +10,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from hf_ladder.data.chat import end_of_turn_ids
@@ -69,10 +68,7 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int 
         out = model.generate(**enc, generation_config=config)  # (1, prompt + new)
         n_prompt = enc["input_ids"].shape[1]
         new = out[0, n_prompt:]
-        loss = float("nan")
-        if len(new):
-            logits = model(input_ids=out).logits[0, n_prompt - 1: -1].float()  # (new, vocab): predicts each new token
-            loss = F.cross_entropy(logits, new).item()
+        loss, = continuation_losses(model, [(out[0, :n_prompt].tolist(), new.tolist())])
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     return Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss,
                   ended=bool(len(new)) and int(new[-1]) in ends, tokens=len(new))
@@ -103,11 +99,22 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
                     stop = next((j for j, t in enumerate(row) if t in ends), None)
                     news.append(row if stop is None else row[: stop + 1])
                 prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-                scored = [i for i, new in enumerate(news) if new and prompt_ids[i]]
-                lls = loglikelihood_tokens(model, [(prompt_ids[i], news[i]) for i in scored], context_length(model))
-                loss = {i: -ll / len(news[i]) for i, (ll, _) in zip(scored, lls)}
-                samples += [Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss.get(i, float("nan")),
-                                   ended=bool(new) and new[-1] in ends, tokens=len(new)) for i, new in enumerate(news)]
+                losses = continuation_losses(model, list(zip(prompt_ids, news)))
+                samples += [Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss,
+                                   ended=bool(new) and new[-1] in ends, tokens=len(new))
+                            for new, loss in zip(news, losses)]
     finally:
         tokenizer.padding_side = side
     return samples
+
+
+def continuation_losses(model, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+    """Mean negative log-likelihood (nats/token) of each (prompt ids, continuation ids) continuation under `model`,
+    teacher-forced on exactly those ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`); nan where the
+    prompt or the continuation is empty."""
+    scored = [i for i, (prompt, new) in enumerate(pairs) if prompt and new]
+    lls = loglikelihood_tokens(model, [pairs[i] for i in scored], context_length(model))
+    losses = [float("nan")] * len(pairs)
+    for i, (ll, _) in zip(scored, lls):
+        losses[i] = -ll / len(pairs[i][1])
+    return losses

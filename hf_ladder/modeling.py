@@ -87,10 +87,11 @@ def source_problem(source: str) -> str | None:
             f"{', '.join(GGUF_PACKAGES)})")
 
 
+@cache
 def dequantized_folder(path: Path) -> Path:
     """A safetensors folder holding the GGUF file's model and tokenizer, dequantized (fp32): written once, under
-    `$HF_LADDER_CACHE` (default ~/.cache/hf_ladder) keyed by the file's sha256, atomically; read from there after.
-    Dequantizing SmolLM2-135M takes ~15 s on two cores, loading the folder ~1 s."""
+    `$HF_LADDER_CACHE` (default ~/.cache/hf_ladder) keyed by the file's sha256, atomically; read from there after
+    (the file is hashed once per process). Dequantizing SmolLM2-135M takes ~15 s on two cores, loading ~1 s."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     root = Path(os.environ.get("HF_LADDER_CACHE", Path.home() / ".cache" / "hf_ladder")) / "gguf"
     folder = root / f"{path.stem}-{digest}"

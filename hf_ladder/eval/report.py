@@ -285,6 +285,7 @@ def ladder_panels(run: dict, order: list[str], refs: dict[str, dict]) -> list[Pa
     baseline (measured, else its published number, "published, not measured") and chance for accuracies."""
     rungs = [r for r in order if r not in run["baselines"] and run["rungs"].get(r, {}).get("kind") != "reference"]
     chances = refs[next(iter(refs))].get("chance", {}) if refs else {}
+    measured = {b: baseline_measured(run, b)[0] for b in run["baselines"]}
     panels = []
     for m in metrics.shown("chart"):
         scale = 100 if m.percent else 1
@@ -296,11 +297,11 @@ def ladder_panels(run: dict, order: list[str], refs: dict[str, dict]) -> list[Pa
             continue
         lines = []
         for baseline in run["baselines"]:
-            base = finite(score(run, baseline, m.source, m.key)[0]) if baseline_measured(run, baseline)[0] else None
+            base = finite(score(run, baseline, m.source, m.key)[0]) if measured[baseline] else None
             entry = published(refs[baseline], m.source, m.key) if baseline in refs else None
             if base is not None:
                 lines.append((base * scale, f"{baseline} (measured)", True))
-            elif entry and not baseline_measured(run, baseline)[0]:
+            elif entry and not measured[baseline]:
                 lines.append((entry["value"] * scale, f"{refs[baseline]['name']}: published,\nnot measured", False))
         chance = chances.get(m.source) if m.percent else None
         panels.append(Panel(m.label + (" (%)" if m.percent else ""), points, m.higher_is_better is False,

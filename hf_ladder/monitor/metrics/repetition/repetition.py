@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from hf_ladder.monitor.repetition import distinct_n, rep_n
+from hf_ladder.monitor import repetition
 
 _DESCRIPTION = """seq-rep-n: 1 - distinct n-grams / n-grams of one continuation (Welleck et al. 2019, section 5;
 seq-rep-4 is their headline), and distinct-n: distinct n-grams / n-grams (Li et al. 2016), per text, over
@@ -33,13 +33,10 @@ class Repetition(evaluate.Metric):
                                    features=datasets.Features({"predictions": datasets.Value("string")}))
 
     def _compute(self, predictions, rep_n: int = 4, distinct_n: int = 2):
-        reps = [_rep(text, rep_n) for text in predictions]
-        dist = [_distinct(text, distinct_n) for text in predictions]
+        reps = [repetition.rep_n(text, rep_n) for text in predictions]
+        dist = [repetition.distinct_n(text, distinct_n) for text in predictions]
         return {f"rep_{rep_n}": reps, f"distinct_{distinct_n}": dist,
                 f"mean_rep_{rep_n}": _mean(reps), f"mean_distinct_{distinct_n}": _mean(dist)}
-
-
-_rep, _distinct = rep_n, distinct_n  # the module-level names, shadowed by _compute's arguments
 
 
 def _mean(xs: list[float]) -> float:
