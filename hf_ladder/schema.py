@@ -135,7 +135,18 @@ class HubArgs:
 class SourceArgs:
     """The model a stage starts from (TRL ModelConfig's name); null = the model of the stage below it."""
 
-    model_name_or_path: str | None = _help(None, "a Hub id or a folder; null = the previous stage's model")
+    model_name_or_path: str | None = _help(
+        None, "a Hub id, a folder, a .gguf file or a packaged GGUF's short name; null = the previous stage's model")
+
+
+@dataclass
+class PadArgs:
+    """SFT / DPO: the token to pad with, when the base model's tokenizer pads with its eos token (SmolLM2's does).
+    `pad_token` is the tokenizer attribute's name, and TRL's former config key."""
+
+    pad_token: str | None = _help(
+        None, "a token of the base model's vocabulary, distinct from eos (SmolLM2: <|endoftext|>); "
+              "null = the tokenizer's own pad token")
 
 
 @dataclass

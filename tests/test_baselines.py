@@ -111,3 +111,34 @@ def test_the_evaluate_modules_load_offline_and_give_the_monitors_numbers(passage
     assert [None if x is None else round(x, 3) for x in judged["judge_ppl"]] == [r["judge_ppl"] for r in mine]
     combined = evaluate.combine([module_path("coherence"), module_path("repetition")]).compute(predictions=texts)
     assert combined["mean_rep_4"] == pytest.approx(repetition["mean_rep_4"])
+
+
+def test_the_ladder_starts_from_the_gguf_with_a_pad_token_distinct_from_eos(tmp_path, data_dir, capsys):
+    """recipes/smollm2-alpaca.yaml's SFT, two steps: from the packaged GGUF, on real Alpaca rows. SmolLM2 pads
+    with its eos, which would mask the stop: without `sft.pad_token` the stage refuses before loading the model
+    and names the key and a token to use; with it, the answer's <|im_end|> is trained and the tuned model keeps
+    the distinct pad token."""
+    from conftest import ROOT, calls_to, expensive_work
+
+    from hf_ladder.ladder import run_stage
+    from hf_ladder.recipe import load_recipe
+    from hf_ladder.schema import RecipeError
+
+    alpaca = data_dir / "sft" / "alpaca_data_1k.json"
+    overrides = [f"run_dir={tmp_path}", f"data.path={alpaca}", f"sft.dataset_name={alpaca}", "sft.max_steps=2",
+                 "sft.per_device_train_batch_size=2", "sft.max_eval_samples=4",
+                 "monitor.sample_every=2", "monitor.generation.max_new_tokens=8", "monitor.judge=null"]
+    recipe = ROOT / "recipes" / "smollm2-alpaca.yaml"
+    with calls_to(*expensive_work()) as called, pytest.raises(RecipeError, match=r"sft\.pad_token=<\|endoftext\|>"):
+        run_stage("sft", load_recipe(recipe, [*overrides, "sft.pad_token=null"]))
+    assert called == []
+    with pytest.raises(RecipeError, match=r"sft\.pad_token: '<pad>' is not a token"):
+        run_stage("sft", load_recipe(recipe, [*overrides, "sft.pad_token=<pad>"]))
+
+    result = run_stage("sft", load_recipe(recipe, overrides))
+    assert result.status == "finished" and result.metrics["global_step"] == 2
+    example = capsys.readouterr().out.split("one training example")[1].split("trainable label tokens")[0]
+    assert example.rstrip().endswith("<|im_end|>") and not example.rstrip().endswith("⟧")  # the stop is trained
+    tuned = load_tokenizer(result.model_dir)
+    assert (tuned.pad_token, tuned.eos_token) == ("<|endoftext|>", "<|im_end|>")
+    assert AutoModelForCausalLM.from_pretrained(result.model_dir).config.model_type == "llama"

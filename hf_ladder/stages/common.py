@@ -87,18 +87,27 @@ def base_model(stage: str, cfg: dict, ctx: Context) -> str:
     return ctx.previous.model_dir
 
 
-def tuning_tokenizer(stage: str, base: str):
-    """The base model's tokenizer, checked for fine-tuning: pad must differ from eos.
+def tuning_tokenizer(stage: str, base: str, pad_token: str | None = None):
+    """The base model's tokenizer, checked for fine-tuning: pad must differ from eos. `pad_token` (the stage's
+    `pad_token` key) replaces the tokenizer's own pad token first; the tuned model's tokenizer keeps it.
 
     Raises:
-        RecipeError: pad is missing or equals eos (padding would mask the eos labels, and the model would
-            never learn to stop).
+        RecipeError: `pad_token` is not one token of the vocabulary, or pad is missing or equals eos (padding
+            would mask the eos labels, and the model would never learn to stop).
     """
     tokenizer = load_tokenizer(base)
+    if pad_token is not None:
+        if pad_token not in tokenizer.get_vocab():
+            raise RecipeError(f"{stage}.pad_token: {pad_token!r} is not a token of {base}'s vocabulary; "
+                              f"its special tokens are {tokenizer.all_special_tokens}")
+        tokenizer.pad_token = pad_token
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise RecipeError(f"{stage}: the tokenizer of {base} pads with its eos token ({tokenizer.eos_token!r}); "
-                          f"padding would mask the eos labels and the model would never learn to stop. "
-                          f"Give it a distinct pad token (the ladder's own BPE tokenizer has one).")
+        spare = [t for t in tokenizer.all_special_tokens if t not in (tokenizer.eos_token, tokenizer.bos_token)]
+        how = (f"set {stage}.pad_token to a distinct token of its vocabulary (e.g. {stage}.pad_token={spare[0]})"
+               if spare else "give it a distinct pad token (the ladder's own BPE tokenizer has one)")
+        own = "" if tokenizer.pad_token_id is not None else ", having no pad token of its own"
+        raise RecipeError(f"{stage}: the tokenizer of {base} pads with its eos token ({tokenizer.eos_token!r}{own}); "
+                          f"padding would mask the eos labels and the model would never learn to stop: {how}")
     return tokenizer
 
 

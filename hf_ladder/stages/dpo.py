@@ -26,7 +26,7 @@ from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.schema import DatasetArgs, HubArgs, PairArgs, SourceArgs
+from hf_ladder.schema import DatasetArgs, HubArgs, PadArgs, PairArgs, SourceArgs
 from hf_ladder.stages.common import (
     EOS_PROMPTS,
     Stage,
@@ -62,7 +62,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     """
     out, recipe = ctx.run.stage_dir("dpo"), ctx.recipe
     base = base_model("dpo", cfg, ctx)
-    tokenizer = tuning_tokenizer("dpo", base)
+    tokenizer = tuning_tokenizer("dpo", base, cfg["pad"].pad_token)
     train_pairs, test_pairs, source = load_preference_data(cfg["data"], recipe.data.validation_plays, recipe.seed)
     model = load_model(base)
     if cfg["pairs"].rejected_source == "own_sample":
@@ -146,7 +146,7 @@ def own_samples_as_rejected(model, tokenizer, pairs: Dataset, recipe, source: st
     return clean_pairs(rows, source + " (own samples)")
 
 
-STAGE = Stage(name="dpo", parts={"hub": HubArgs, "source": SourceArgs, "data": DatasetArgs, "pairs": PairArgs,
-                                 "args": DPOConfig},
+STAGE = Stage(name="dpo", parts={"hub": HubArgs, "source": SourceArgs, "pad": PadArgs, "data": DatasetArgs,
+                                 "pairs": PairArgs, "args": DPOConfig},
               run=run, summary="This rung is preference tuning with DPO of the model below it: it learned to prefer "
                                "the chosen reply over the rejected one, against a frozen copy of its starting model.")

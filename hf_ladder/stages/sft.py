@@ -25,7 +25,7 @@ from hf_ladder.eval.pairs import eos_rate
 from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.schema import DatasetArgs, HubArgs, RecipeError, SourceArgs
+from hf_ladder.schema import DatasetArgs, HubArgs, PadArgs, RecipeError, SourceArgs
 from hf_ladder.stages.common import (
     EOS_PROMPTS,
     Stage,
@@ -65,7 +65,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     base = base_model("sft", cfg, ctx)
     sft_kwargs = dict(cfg["args"])
 
-    tokenizer = tuning_tokenizer("sft", base)
+    tokenizer = tuning_tokenizer("sft", base, cfg["pad"].pad_token)
     if ensure_chat_template(tokenizer):
         print("tokenizer: added the ChatML chat template with {% generation %} markers")
     train_rows, test_rows, source = load_sft_data(cfg["data"], ctx.recipe.data.validation_plays, ctx.recipe.seed)
@@ -168,6 +168,7 @@ def _mark(text: str, masked: bool) -> str:
     return f"⟦{text}⟧" if masked else text
 
 
-STAGE = Stage(name="sft", parts={"hub": HubArgs, "source": SourceArgs, "data": DatasetArgs, "args": SFTConfig},
+STAGE = Stage(name="sft", parts={"hub": HubArgs, "source": SourceArgs, "pad": PadArgs, "data": DatasetArgs,
+                                 "args": SFTConfig},
               run=run, summary="This rung is supervised fine-tuning of the model below it: it learned to answer a "
                                "prompt (loss on the completion only) and to stop.")
