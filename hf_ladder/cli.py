@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from hf_ladder import assets, metrics
+from hf_ladder.allocator import keep_freed_memory
 from hf_ladder.data.corpus import DataError
 from hf_ladder.keys import check_value, field_types
 from hf_ladder.runs import TrainingError, read_json
@@ -120,6 +121,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # glibc: no munmap / page faults for every step's tensors (hf_ladder.allocator)
     # TRL 1.16 still calls transformers' renamed `is_gradient_checkpointing`; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
