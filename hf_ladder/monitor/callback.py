@@ -1,10 +1,11 @@
 """The sample monitor: a `TrainerCallback` that reads the model's samples while it trains.
 
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
-sampling settings, prints the samples, and appends them to `samples.jsonl` with the step, the per-sample
-loss and the readings of `hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl under
-`monitor.judge`, loss_tier). Judge perplexity and rep_4 are printed together: a repetition loop is *not*
-surprising to the judge (low judge_ppl), but its rep_4 is high. From those readings it raises four signals:
+sampling settings (every prompt in one left-padded batch per decoding, KV cache on), prints the samples, and
+appends them to `samples.jsonl` with the step, the per-sample loss and the readings of
+`hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl under `monitor.judge`, loss_tier).
+Judge perplexity and rep_4 are printed together: a repetition loop is *not* surprising to the judge (low
+judge_ppl), but its rep_4 is high. From those readings it raises four signals:
 
 - auto-halt: `halt_patience` consecutive sample rounds whose mean coherence (of the sampled continuations;
   greedy loops are a decoding artefact, not a collapse) is below `halt_below` stop training cleanly, with
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from hf_ladder.generate import generate, generation_config
+from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.monitor.judge import load_judge
 from hf_ladder.monitor.memorization import NgramIndex
 from hf_ladder.monitor.reading import read_samples
@@ -119,8 +120,11 @@ class SampleMonitor(TrainerCallback):
     def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
         """Generate, read (`hf_ladder.monitor.reading`: coherence, rep_4, distinct_2, judge_ppl, loss_tier), print
         and store one round of samples; update the halt streak. The judge reads on the writing process only."""
-        samples = [(prompt, decoding, generate(model, self.tokenizer, prompt, config, seed=self.seed + step * 1000 + i))
-                   for i, prompt in enumerate(self.cfg.prompts) for decoding, config in self.decodings.items()]
+        prompts = self.cfg.prompts
+        batches = {decoding: generate_batch(model, self.tokenizer, prompts, config, seed=self.seed + step * 1000)
+                   for decoding, config in self.decodings.items()}  # one batched generation per decoding
+        samples = [(prompt, decoding, batches[decoding][i]) for i, prompt in enumerate(prompts)
+                   for decoding in self.decodings]
         readings = read_samples([p for p, _, _ in samples], [s.text for _, _, s in samples],
                                 [s.loss for _, _, s in samples], load_judge(self.cfg.judge) if write else None)
         rows = []
