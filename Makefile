@@ -61,6 +61,7 @@ test: dev
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)
 
 bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_vs_bare.py $(RECIPE)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py $(RECIPE)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/quantization.py $(RECIPE)
 
