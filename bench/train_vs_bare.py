@@ -40,7 +40,8 @@ from hf_ladder.recipe import load_recipe  # noqa: E402
 
 def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
     """Train `steps` optimizer steps with plain PyTorch; returns tokens/s (the first step, warm-up, excluded)."""
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), **recipe.stages["pretrain"]["args"])
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=device() == "cpu", report_to="none",
+                             **recipe.stages["pretrain"]["args"])
     set_seed(recipe.seed)
     model = build_model(recipe.model, tokenizer).to(device()).train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -74,12 +75,13 @@ def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict[str, float
     spent = {"rounds": 0.0}
     original = SampleMonitor.sample_round
 
-    def timed(self, *a, **k):
+    def timed(self, model, step, *a, **k):
         t = time.perf_counter()
         try:
-            return original(self, *a, **k)
+            return original(self, model, step, *a, **k)
         finally:
-            spent["rounds"] += time.perf_counter() - t
+            if step > 0:  # the round of the untrained model runs before the Trainer's clock starts
+                spent["rounds"] += time.perf_counter() - t
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}", f"pretrain.max_steps={steps}"]
