@@ -108,12 +108,12 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
     return samples
 
 
-def continuation_losses(model, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+def continuation_losses(model, pairs: list[tuple[list[int], list[int]]], tokenizer=None) -> list[float]:
     """Mean negative log-likelihood (nats/token) of each (prompt ids, continuation ids) continuation under `model`,
-    teacher-forced on exactly those ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`); nan where the
-    prompt or the continuation is empty."""
+    teacher-forced on exactly those ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`, at the context
+    `context_length(model, tokenizer)`); nan where the prompt or the continuation is empty."""
     scored = [i for i, (prompt, new) in enumerate(pairs) if prompt and new]
-    lls = loglikelihood_tokens(model, [pairs[i] for i in scored], context_length(model))
+    lls = loglikelihood_tokens(model, [pairs[i] for i in scored], context_length(model, tokenizer))
     losses = [float("nan")] * len(pairs)
     for i, (ll, _) in zip(scored, lls):
         losses[i] = -ll / len(pairs[i][1])

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from functools import cache
 
-from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood_tokens
-from hf_ladder.modeling import context_length, device, load_model, load_tokenizer
+from hf_ladder.eval.loglikelihood import encode_pairs
+from hf_ladder.generate import continuation_losses
+from hf_ladder.modeling import device, load_model, load_tokenizer
 
 
 class Judge:
@@ -40,10 +41,9 @@ class Judge:
             raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
         keep = [i for i, text in enumerate(continuations) if text.strip()]
         requests = encode_pairs(self.tokenizer, [(prompts[i], continuations[i]) for i in keep])
-        scores = loglikelihood_tokens(self.model, requests, context_length(self.model, self.tokenizer))
         out: list[float | None] = [None] * len(continuations)
-        for i, (_, cont), (ll, _) in zip(keep, requests, scores):
-            out[i] = math.exp(-ll / len(cont))
+        for i, loss in zip(keep, continuation_losses(self.model, requests, self.tokenizer)):
+            out[i] = math.exp(loss)
         return out
 
 
