@@ -71,7 +71,8 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
         raise RecipeError(f"{run.root}: no finished stage to evaluate; run `hf-ladder ladder {recipe.source}` first")
     out = run.root / "eval"
     results, info = read_json(out / "results.json", {}), read_json(out / "rungs.json", {})
-    heldout_text = load_corpus(recipe.data).validation_text if "heldout" in tasks else ""
+    # the validation text: scored whole (heldout) and the reference rung's lines (samples); read once
+    validation_text = load_corpus(recipe.data).validation_text if {"heldout", "samples"} & set(tasks) else ""
     data_dir = benchmark_data(cfg.data_dir)
     docs = {}  # each benchmark's documents, read once for every rung
     if backend == "hf-ladder":
@@ -81,7 +82,7 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
     judge = load_judge(cfg.judge) if prompt_sets else None
     samples: list[dict] = []
     if prompt_sets:  # the validation text's own lines after the same prompts: the judge's scale
-        rows = reference_rows(prompt_sets, load_corpus(recipe.data).validation_text, judge)
+        rows = reference_rows(prompt_sets, validation_text, judge)
         samples += [{"rung": REFERENCE, **row} for row in rows]
         if rows:
             results[REFERENCE] = {"samples": sample_means(rows)}
@@ -115,7 +116,7 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
                                   include_path))
         else:
             if "heldout" in tasks:
-                scores["heldout"] = heldout(model, tokenizer, heldout_text)
+                scores["heldout"] = heldout(model, tokenizer, validation_text)
             for task in (t for t in tasks if t in benchmarks.BENCHMARKS):
                 try:
                     scores[task] = benchmarks.score(model, tokenizer, task, docs[task], batch_size=cfg.batch_size)
