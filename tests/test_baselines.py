@@ -13,19 +13,21 @@ import random
 import evaluate
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, ROOT, calls_to, expensive_work
 from transformers import AutoModelForCausalLM
 
 from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval.benchmarks import hellaswag
 from hf_ladder.eval.loglikelihood import loglikelihood
 from hf_ladder.eval.perplexity import score_text
+from hf_ladder.ladder import run_stage
 from hf_ladder.modeling import gguf_file, load_model, load_tokenizer
 from hf_ladder.monitor.judge import load_judge
 from hf_ladder.monitor.metrics import module_path
 from hf_ladder.monitor.reading import read_samples
 from hf_ladder.monitor.repetition import rep_n
-from hf_ladder.schema import DataConfig
+from hf_ladder.recipe import load_recipe
+from hf_ladder.schema import DataConfig, RecipeError
 
 SMOLLM2 = "smollm2-135m-instruct"
 PROMPT = "A passage of a play:\n"  # an instruct judge reads poorly from its bare bos (<|im_start|>): give a prompt
@@ -118,12 +120,6 @@ def test_the_ladder_starts_from_the_gguf_with_a_pad_token_distinct_from_eos(tmp_
     with its eos, which would mask the stop: without `sft.pad_token` the stage refuses before loading the model
     and names the key and a token to use; with it, the answer's <|im_end|> is trained and the tuned model keeps
     the distinct pad token."""
-    from conftest import ROOT, calls_to, expensive_work
-
-    from hf_ladder.ladder import run_stage
-    from hf_ladder.recipe import load_recipe
-    from hf_ladder.schema import RecipeError
-
     alpaca = data_dir / "sft" / "alpaca_data_1k.json"
     overrides = [f"run_dir={tmp_path}", f"data.path={alpaca}", f"sft.dataset_name={alpaca}", "sft.max_steps=2",
                  "sft.per_device_train_batch_size=2", "sft.max_eval_samples=4",
