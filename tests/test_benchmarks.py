@@ -6,6 +6,7 @@ text). Both have n_positions 128, so MMLU 5-shot prompts are left-truncated. lm-
 files through task YAMLs written by `harness_tasks.write_harness_tasks`.
 """
 
+import copy
 import csv
 import json
 import math
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from hf_ladder.data.tokenizer import adds_bos, train_bpe
 from hf_ladder.eval import benchmarks
 from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
-from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, rolling_windows
+from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, plain_head, rolling_windows
 from hf_ladder.modeling import context_length
 
 TASKS = tuple(benchmarks.BENCHMARKS)
@@ -195,6 +196,39 @@ def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind):
         if context:
             assert mine == lm._encode_pair(context, continuation)
     assert context_length(model, tokenizer) == lm.max_length == 128
+
+
+class SoftCapped(GPT2LMHeadModel):
+    """GPT-2 whose logits are soft-capped (as Gemma 2's): its head alone does not give its logits."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = 30.0 * torch.tanh(out.logits / 30.0)
+        return out
+
+
+def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model_dirs):
+    """The greedy check's tie rule (argmax's first maximal index) and the fallback to the model's own forward."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    model, tokenizer = _load(model_dirs["gpt2"])
+    context = "The cat sat on the"
+    g = int(model(torch.tensor([tokenizer(context)["input_ids"]])).logits[0, -1].argmax())
+    tied = copy.deepcopy(model)
+    tied.lm_head.weight.data[g - 1] = tied.lm_head.weight.data[g]  # token g - 1 now ties g's logit, and wins argmax
+    capped = SoftCapped.from_pretrained(model_dirs["gpt2"], dtype=torch.float32)
+    ids = torch.tensor([tokenizer(context)["input_ids"]])
+    assert plain_head(model, ids) and plain_head(tied, ids) and not plain_head(capped, ids)
+    pairs = [(context, tokenizer.decode([g])), (context, tokenizer.decode([g - 1])), (context, " mat")]
+    for m in (tied, capped):
+        lm = HFLM(pretrained=m, tokenizer=tokenizer, batch_size=3, device="cpu")
+        theirs = lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)],
+                                  disable_tqdm=True)
+        ours = loglikelihood(m, tokenizer, pairs)
+        assert [r[0] for r in ours] == pytest.approx([r[0] for r in theirs], rel=1e-6)
+        assert [r[1] for r in ours] == [r[1] for r in theirs]
+    assert [r[1] for r in loglikelihood(tied, tokenizer, pairs[:2])] == [False, True]  # the tie goes to g - 1
 
 
 def test_encode_pairs_edge_cases(model_dirs):

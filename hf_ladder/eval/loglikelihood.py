@@ -13,9 +13,12 @@ Sources: lm-eval 0.4.13 as installed from PyPI (file:line):
 Same numbers, less work than the harness:
 - requests whose model input is the same token sequence share one forward pass (MMLU: the four answer letters
   " A".." D" are one token each after the same context, so one forward gives all four);
-- logits are projected and log-softmaxed only at the scored positions (`logits_to_keep` with a boolean mask),
-  not at every position of the padded batch;
-- tokenization is batched, and each distinct string is encoded once (HellaSwag's four endings share a context).
+- logits are projected and log-softmaxed only at the scored positions, not at every position of the padded
+  batch, and on the CPU a cache-sized chunk at a time (`scored_log_probs`);
+- tokenization is batched, and each distinct string is encoded once (HellaSwag's four endings share a context);
+- is_greedy takes the row maximum (a vectorized `amax`) and runs the harness's `argmax` only on the rows where
+  the target reaches that maximum (argmax returns the first maximal index, so a tie decides as in the harness);
+  whole-text scoring (`loglikelihood_rolling`) asks for no is_greedy at all.
 Inputs are right-padded with no attention mask, as in the harness (huggingface.py:1151, 1484), so the scored
 positions never see padding. Only which requests share a batch differs, which may change float rounding (around
 1e-7 relative), never the formulas; tests/test_benchmarks.py checks request by request against lm-eval.
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 from hf_ladder.modeling import context_length, inference
 
 LOGIT_BUDGET = 2**25  # fp32 logits held at once (128 MB); their log-softmax needs as much again
+HEAD_CHUNK = 2**22  # fp32 logits per LM-head chunk on the CPU (16 MB: they stay in cache for their log-softmax)
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -104,12 +108,14 @@ def _batches(inputs: list[tuple[int, ...]], need: dict, batch_size: int, max_sco
 
 
 def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max_len: int, batch_size: int = 32,
-                         max_scored: int | None = None, progress: bool = False) -> list[tuple[float, bool]]:
+                         max_scored: int | None = None, progress: bool = False,
+                         greedy: bool = True) -> list[tuple[float, bool | None]]:
     """(log-likelihood, is_greedy) of each (context ids, continuation ids), as huggingface.py:1329-1572.
 
     The model reads `(ctx + cont)[-(max_len + 1):][:-1]` (left-truncated, last token dropped); the last
     len(cont) positions are scored: ll = sum of fp32 log_softmax at the continuation tokens (natural log),
-    is_greedy = every continuation token is the argmax of its position. Distinct inputs are sorted longest
+    is_greedy = every continuation token is the argmax of its position (None when `greedy` is False: not
+    computed). Distinct inputs are sorted longest
     first and batched by `batch_size` rows and `max_scored` scored positions (default: 4 x LOGIT_BUDGET / vocab,
     so the logits and log-probs take about 1 GB whatever the vocabulary; at least one input per batch).
 
@@ -131,36 +137,82 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
     out: list[tuple[float, bool]] = [None] * len(requests)
     device = next(model.parameters()).device
     bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)
+    plain = bool(order) and plain_head(model, torch.tensor([order[-1]], device=device))  # the shortest input
     with inference(model):
         for batch in _batches(order, need, batch_size, max_scored):
-            _score_batch(model, batch, need, users, requests, out, device)
+            _score_batch(model, batch, need, users, requests, out, device, greedy, plain)
             bar.update(sum(len(users[inp]) for inp in batch))
     bar.close()
     return out
 
 
-def _score_batch(model, batch, need, users, requests, out, device) -> None:
+def _score_batch(model, batch, need, users, requests, out, device, greedy: bool, plain: bool) -> None:
     """One forward of `loglikelihood_tokens`: fills `out` for every request the batch's inputs serve."""
     ids = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)  # (B, T) right-padded with 0
     keep = torch.zeros(len(batch), len(batch[0]), dtype=torch.bool)  # (B, T) scored positions
     for row, inp in enumerate(batch):
         ids[row, : len(inp)] = torch.tensor(inp)
         keep[row, len(inp) - need[inp]: len(inp)] = True
-    keep = keep.to(device)
-    logits = model(input_ids=ids.to(device), logits_to_keep=keep, use_cache=False).logits
-    if logits.dim() == 3:  # a model that ignores logits_to_keep returns (B, T, V)
-        logits = logits[keep]
-    lp = F.log_softmax(logits.float(), dim=-1)  # (n_scored, V), rows in (row, position) order
-    top = lp.argmax(dim=-1)  # (n_scored,)
-    end = 0
+    rows, targets, spans, end = [], [], [], 0  # every (request, continuation token): its scored row and its token
     for inp in batch:
         end += need[inp]
         for i in users[inp]:
             cont = requests[i][1]
-            target = torch.tensor(cont, device=device)  # (n,)
-            first = end - len(cont)  # this request scores the input's last len(cont) positions
-            ll = lp[first:end].gather(1, target[:, None]).sum()  # fp32 sum of (n, 1) log-probs
-            out[i] = (float(ll), bool((top[first:end] == target).all()))
+            rows.extend(range(end - len(cont), end))  # this request scores the input's last len(cont) positions
+            targets.extend(cont)
+            spans.append((i, len(rows) - len(cont), len(rows)))
+    rows, targets = torch.tensor(rows, device=device), torch.tensor(targets, device=device)  # (N,), (N,)
+    picked = torch.empty(len(rows), device=device)  # (N,) fp32 log-probs of the targets
+    is_top = torch.zeros(len(rows), dtype=torch.bool, device=device)  # (N,) target is its position's argmax
+    for first, lp in scored_log_probs(model, ids.to(device), keep.to(device), plain):  # lp: (rows, V) fp32
+        mine = ((rows >= first) & (rows < first + len(lp))).nonzero()[:, 0]
+        at, tok = rows[mine] - first, targets[mine]
+        picked[mine] = lp[at, tok]
+        if greedy:
+            top = picked[mine] == lp.amax(dim=-1)[at]  # the target reaches its row's maximum ...
+            hits = top.nonzero()[:, 0]  # ... and is the first maximal index (argmax), checked only there
+            top[hits] = lp[at[hits]].argmax(dim=-1) == tok[hits]
+            is_top[mine] = top
+    for i, first, last in spans:
+        out[i] = (float(picked[first:last].sum()), bool(is_top[first:last].all()) if greedy else None)  # fp32 sum
+
+
+def head_rows(head, device: torch.device) -> int:
+    """Rows of logits per LM-head chunk: HEAD_CHUNK logits on the CPU (cache-sized), LOGIT_BUDGET elsewhere."""
+    return max(1, (HEAD_CHUNK if device.type == "cpu" else LOGIT_BUDGET) // head.out_features)
+
+
+def plain_head(model, ids: torch.Tensor) -> bool:
+    """Whether the model's logits are exactly its output embedding applied to its last hidden state, on `ids`
+    (1, T): then `scored_log_probs` may apply the head itself, in chunks. A model that rescales or soft-caps its
+    logits answers False."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers stay
+    head, body = lm.get_output_embeddings(), getattr(lm, "base_model", None)
+    if not isinstance(head, torch.nn.Linear) or body is None or body is lm:
+        return False
+    with inference(model):
+        own = model(input_ids=ids, use_cache=False).logits  # (1, T, V)
+        hidden = getattr(body(input_ids=ids, use_cache=False), "last_hidden_state", None)  # (1, T, d)
+        return hidden is not None and torch.equal(own, head(hidden))
+
+
+def scored_log_probs(model, ids: torch.Tensor, keep: torch.Tensor, plain: bool):
+    """(first row, fp32 log_softmax (rows, V)) chunks over the scored positions `keep` (B, T) of `ids` (B, T), in
+    (row, position) order.
+
+    With a `plain_head` model, its body runs once and its LM head is applied HEAD_CHUNK logits at a time on the
+    CPU, each chunk log-softmaxed while it is still in cache (1.7x faster than one (n, V) block on the 2-core
+    CPU, same values); otherwise the model's own forward gives all scored logits at once (`logits_to_keep`)."""
+    if not plain:
+        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+        yield 0, F.log_softmax((logits[keep] if logits.dim() == 3 else logits).float(), dim=-1)
+        return
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = lm.get_output_embeddings()
+    hidden = lm.base_model(input_ids=ids, use_cache=False).last_hidden_state[keep]  # (n, d)
+    rows = head_rows(head, ids.device)
+    for i in range(0, len(hidden), rows):
+        yield i, F.log_softmax(head(hidden[i: i + rows]).float(), dim=-1)  # (rows, V)
 
 
 def loglikelihood(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32,
@@ -208,5 +260,5 @@ def loglikelihood_rolling(model, tokenizer, texts: list[str], batch_size: int = 
     max_len, prefix = context_length(model, tokenizer), prefix_token_id(tokenizer)
     windows = [rolling_windows(t, prefix, max_len) for t in ids]
     scores = iter(loglikelihood_tokens(model, [w for ws in windows for w in ws], max_len, batch_size,
-                                       progress=progress))
+                                       progress=progress, greedy=False))
     return [(sum(next(scores)[0] for _ in ws), len(t)) for ws, t in zip(windows, ids)]

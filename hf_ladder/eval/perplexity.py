@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hf_ladder.eval.loglikelihood import LOGIT_BUDGET, rolling_windows
+from hf_ladder.eval.loglikelihood import head_rows, rolling_windows
 from hf_ladder.modeling import inference
 
 
@@ -64,7 +64,7 @@ def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8
     (SmolLM2's 8,192-position windows x 49,152 tokens would be 1.6 GB of fp32 logits per window).
 
     Shapes: each batch is (batch, <= block_size) token ids -> hidden states (batch, T, d) -> the scored
-    positions (n, d) -> logits (<= LOGIT_BUDGET / vocab, vocab) per chunk, in fp32.
+    positions (n, d) -> logits (`head_rows`, vocab) per chunk, in fp32.
 
     Raises:
         ValueError: `text` is empty.
@@ -110,7 +110,7 @@ def token_batches(windows: list[tuple[list[int], list[int]]], max_tokens: int):
 
 def target_nats(head, hidden: torch.Tensor, targets: torch.Tensor) -> float:
     """Summed negative log-likelihood (nats) of `targets` (n,) under the LM head applied to `hidden` (n, d),
-    LOGIT_BUDGET logits at a time: fp32 logits (rows, vocab) and their cross-entropy, chunk after chunk."""
-    rows = max(1, LOGIT_BUDGET // head.out_features)
+    `head_rows` at a time: fp32 logits (rows, vocab) and their cross-entropy, chunk after chunk."""
+    rows = head_rows(head, hidden.device)
     return sum(F.cross_entropy(head(hidden[i: i + rows]).float(), targets[i: i + rows], reduction="sum").item()
                for i in range(0, len(targets), rows))
