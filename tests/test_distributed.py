@@ -1,7 +1,9 @@
 """Several processes through accelerate, on the CPU: pretraining and SFT as 2 processes (DDP over gloo,
 `accelerate launch --multi_gpu --num_processes 2`) follow the loss trajectory of 1 process with the same global
-batch, the manifest records the batch, and the accelerate configs in recipes/accelerate/ pass accelerate's own
-launcher checks.
+batch, and so does pretraining on 2 "machines" (two `accelerate launch --config_file
+recipes/accelerate/multinode.yaml --machine_rank 0|1` on this host, one process each, sharing the run folder as
+a cluster's machines share a filesystem); the manifest records the batch, and the accelerate configs in
+recipes/accelerate/ pass accelerate's own launcher checks.
 
 Why 2 processes can match 1 process to float rounding, not just statistically: the Trainer's training sampler is a
 random permutation of the whole training set seeded by the recipe's seed (accelerate's SeedableRandomSampler), the
@@ -21,8 +23,10 @@ gradient norm by up to 20 %; processes that do not average their gradients (what
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import accelerate  # noqa: F401  (a core dependency: a broken install fails here, it does not skip)
@@ -44,15 +48,66 @@ CONFIGS = ROOT / "recipes" / "accelerate"
 ROUND = 2 * len(yaml.safe_load(DEFAULT_RECIPE.read_text())["monitor"]["prompts"])  # samples per round: greedy, sampled
 
 
+def cli(run_dir: Path, stage: str, *overrides: str) -> list[str]:
+    """What follows the launcher: `hf-ladder run STAGE` on the default recipe shrunk to TINY, into `run_dir`."""
+    return ["-m", "hf_ladder.cli", "run", stage, str(DEFAULT_RECIPE), *TINY, *overrides, f"run_dir={run_dir}"]
+
+
 def hf_ladder(run_dir: Path, stage: str, *overrides: str, processes: int = 1) -> None:
     """`hf-ladder run STAGE` on the default recipe shrunk to TINY, as 1 process or through `accelerate launch`."""
     launch = [sys.executable]
     if processes > 1:
         launch += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                    "--main_process_port", "0"]  # a free port: other test runs may hold the default one
-    cmd = [*launch, "-m", "hf_ladder.cli", "run", stage, str(DEFAULT_RECIPE), *TINY, *overrides, f"run_dir={run_dir}"]
+    cmd = [*launch, *cli(run_dir, stage, *overrides)]
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+
+
+def free_port() -> int:
+    """A port that nothing listens on now. Every machine of a multi-node launch must be given the same one:
+    `--main_process_port 0` would have each machine's launcher pick its own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hf_ladder_on_two_machines(run_dir: Path, logs: Path, stage: str, *overrides: str) -> None:
+    """`hf-ladder run STAGE` as 2 concurrent `accelerate launch --config_file recipes/accelerate/multinode.yaml
+    --machine_rank R` on this host, one process each, both into the same `run_dir` (a cluster's shared
+    filesystem). Their output goes to `logs`/machine-R.{out,err}; when one fails the others are stopped (they
+    would wait for it in the rendezvous or a collective until torch's timeout)."""
+    port = str(free_port())
+    cmds, procs = [], []
+    for rank in range(2):
+        cmds.append([sys.executable, "-m", "accelerate.commands.launch",
+                     "--config_file", str(CONFIGS / "multinode.yaml"), "--machine_rank", str(rank),
+                     "--main_process_ip", "127.0.0.1", "--main_process_port", port, "--num_processes", "2",
+                     *cli(run_dir, stage, *overrides)])
+        with open(logs / f"machine-{rank}.out", "w") as out, open(logs / f"machine-{rank}.err", "w") as err:
+            procs.append(subprocess.Popen(cmds[-1], cwd=ROOT, env=ENV, stdout=out, stderr=err))
+    deadline, late = time.monotonic() + 900, True
+    try:
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in procs]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                late = False
+                break
+            time.sleep(1)
+    finally:
+        for p in procs:  # the launcher's agent stops its workers on SIGTERM
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    failed = [rank for rank, p in enumerate(procs) if p.returncode != 0]
+    assert not failed, ("still running after 900 s, stopped\n" if late else "") + "\n".join(
+        f"---- machine {rank}: exit {procs[rank].returncode}: {' '.join(cmds[rank])}\n"
+        f"{(logs / f'machine-{rank}.out').read_text()[-3000:]}\n{(logs / f'machine-{rank}.err').read_text()[-5000:]}"
+        for rank in failed)
 
 
 def trajectory(stage_dir: Path) -> list[tuple[int, float, float]]:
@@ -85,14 +140,25 @@ def assert_samples_written_once(stage_dir: Path) -> None:
     assert sorted(steps) == [0] * ROUND + [STEPS] * ROUND
 
 
+def pretrain_overrides(processes: int) -> list[str]:
+    """PRETRAIN with the per-device batch that keeps the global batch at GLOBAL_BATCH on `processes`."""
+    return [*PRETRAIN, f"pretrain.per_device_train_batch_size={GLOBAL_BATCH // processes}"]
+
+
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> dict[int, Path]:
+def pretrained_alone(tmp_path_factory) -> Path:
+    """The run_dir of pretraining as 1 process x 16: what the runs on 2 processes and on 2 machines follow."""
+    run_dir = tmp_path_factory.mktemp("pretrain-1proc")
+    hf_ladder(run_dir, "pretrain", *pretrain_overrides(1))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def pretrained(pretrained_alone, tmp_path_factory) -> dict[int, Path]:
     """{processes: run_dir}: the same pretraining as 1 process x 16 and as 2 processes x 8 (global batch 16)."""
-    runs = {n: tmp_path_factory.mktemp(f"pretrain-{n}proc") for n in (1, 2)}
-    for n, run_dir in runs.items():
-        hf_ladder(run_dir, "pretrain", *PRETRAIN, f"pretrain.per_device_train_batch_size={GLOBAL_BATCH // n}",
-                  processes=n)
-    return runs
+    run_dir = tmp_path_factory.mktemp("pretrain-2proc")
+    hf_ladder(run_dir, "pretrain", *pretrain_overrides(2), processes=2)
+    return {1: pretrained_alone, 2: run_dir}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +190,18 @@ def test_sft_on_two_processes_follows_one_process(fine_tuned):
         assert (stage_dir / "model" / "model.safetensors").is_file()
 
 
+def test_pretraining_on_two_machines_follows_one_process(pretrained_alone, tmp_path):
+    """Two machines of one process each (recipes/accelerate/multinode.yaml): the same global batch dealt out
+    the same way as on 2 processes of one machine, so the same trajectory as 1 process."""
+    run_dir = tmp_path / "run"
+    hf_ladder_on_two_machines(run_dir, tmp_path, "pretrain", *pretrain_overrides(2))
+    assert_same_trajectory(pretrained_alone / "pretrain", run_dir / "pretrain")
+    assert recorded_batch(run_dir, "pretrain") == {"world_size": 2, "per_device_train_batch_size": 8,
+                                                   "global_batch": 16}
+    assert_samples_written_once(run_dir / "pretrain")  # machine 1's process is local main too, not world main
+    assert (run_dir / "pretrain" / "model" / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("stage", ["pretrain", "sft"])
 def test_manifest_records_world_size_and_batch(stage, pretrained, fine_tuned):
     runs = pretrained if stage == "pretrain" else fine_tuned
@@ -133,7 +211,8 @@ def test_manifest_records_world_size_and_batch(stage, pretrained, fine_tuned):
 
 # ------------------------------------------------------------------------------------------ the configs
 
-KINDS = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
+KINDS = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED",
+         "multinode": "MULTI_GPU"}
 
 
 def launch_settings(config: Path, *launch_args: str) -> tuple:
@@ -176,6 +255,15 @@ def leave_no_trace():
     PartialState._reset_state()
 
 
+def test_every_accelerate_config_is_checked():
+    assert sorted(KINDS) == sorted(config.stem for config in CONFIGS.glob("*.yaml"))
+
+
+def rendezvous(args) -> str:
+    """host:port where torchrun's static rendezvous meets (accelerate hands it one or the other)."""
+    return getattr(args, "rdzv_endpoint", None) or f"{args.master_addr}:{args.master_port}"
+
+
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_accelerate_config_passes_the_launcher(name, monkeypatch):
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
@@ -184,17 +272,25 @@ def test_accelerate_config_passes_the_launcher(name, monkeypatch):
 
     config = CONFIGS / f"{name}.yaml"
     assert config.read_text().startswith("#"), "each config starts with a comment saying when to use it"
-    args, cluster, env = launch_settings(config)
+    raw = yaml.safe_load(config.read_text())
+    # machine 0 of several refuses a port in use (one machine falls back to a free one): not the default 29500
+    port = ("--main_process_port", str(free_port())) if raw["num_machines"] > 1 else ()
+    args, cluster, env = launch_settings(config, *port)
     assert cluster.distributed_type.value == KINDS[name] and cluster.num_processes == args.num_processes == 2
     assert env["ACCELERATE_MIXED_PRECISION"] == "no"  # the recipe's bf16 / fp16 decide
     # every key of the nested sections is an `accelerate launch` option (the launcher ignores unknown ones silently)
     options = vars(launch_command_options())
-    raw = yaml.safe_load(config.read_text())
     for key in raw.get("fsdp_config", {}):  # the launcher reads `x` here as `fsdp_x`
         assert (key if key.startswith("fsdp") else f"fsdp_{key}") in options, f"{name}: fsdp_config.{key} is unknown"
     for key in raw.get("deepspeed_config", {}):
         assert key in options, f"{name}: deepspeed_config.{key} is unknown"
-    assert launch_settings(config, "--num_processes", "4")[0].num_processes == 4  # a default, not a pin
+    assert launch_settings(config, *port, "--num_processes", "4")[0].num_processes == 4  # a default, not a pin
+    if name == "multinode":  # num_processes counts all machines; each runs its share, --machine_rank picks which
+        assert (args.num_machines, args.nproc_per_node, args.node_rank) == (2, "1", 0)
+        assert launch_settings(config, *port, "--num_processes", "16")[0].nproc_per_node == "8"
+        other = launch_settings(config, "--machine_rank", "1", "--main_process_ip", "10.1.2.3",
+                                "--main_process_port", "29555")[0]
+        assert (other.nnodes, other.node_rank, rendezvous(other)) == ("2", 1, "10.1.2.3:29555")
     for key, value in env.items():  # what the launched processes' Accelerator reads
         if key.startswith(("ACCELERATE_", "FSDP_")):
             monkeypatch.setenv(key, value)
