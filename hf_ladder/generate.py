@@ -113,7 +113,7 @@ def continuation_losses(model, pairs: list[tuple[list[int], list[int]]], tokeniz
     teacher-forced on exactly those ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`, at the context
     `context_length(model, tokenizer)`); nan where the prompt or the continuation is empty."""
     scored = [i for i, (prompt, new) in enumerate(pairs) if prompt and new]
-    lls = loglikelihood_tokens(model, [pairs[i] for i in scored], context_length(model, tokenizer))
+    lls = loglikelihood_tokens(model, [pairs[i] for i in scored], context_length(model, tokenizer), greedy=False)
     losses = [float("nan")] * len(pairs)
     for i, (ll, _) in zip(scored, lls):
         losses[i] = -ll / len(pairs[i][1])

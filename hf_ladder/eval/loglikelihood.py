@@ -26,6 +26,8 @@ positions never see padding. Only which requests share a batch differs, which ma
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -185,7 +187,16 @@ def head_rows(head, device: torch.device) -> int:
 def plain_head(model, ids: torch.Tensor) -> bool:
     """Whether the model's logits are exactly its output embedding applied to its last hidden state, on `ids`
     (1, T): then `scored_log_probs` may apply the head itself, in chunks. A model that rescales or soft-caps its
-    logits answers False."""
+    logits answers False. Checked once per model object (the answer is its architecture's, not its weights')."""
+    if model not in _PLAIN_HEAD:
+        _PLAIN_HEAD[model] = _check_plain_head(model, ids)
+    return _PLAIN_HEAD[model]
+
+
+_PLAIN_HEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _check_plain_head(model, ids: torch.Tensor) -> bool:
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers stay
     head, body = lm.get_output_embeddings(), getattr(lm, "base_model", None)
     if not isinstance(head, torch.nn.Linear) or body is None or body is lm:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -115,19 +116,14 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
             scores.update(harness(model, tokenizer, tasks, limit_of(cfg.limit, None), cfg.batch_size,
                                   include_path))
         else:
-            if "heldout" in tasks:
-                scores["heldout"] = heldout(model, tokenizer, validation_text)
-            for task in (t for t in tasks if t in benchmarks.BENCHMARKS):
-                try:
-                    scores[task] = benchmarks.score(model, tokenizer, task, docs[task], batch_size=cfg.batch_size)
-                except ValueError as e:  # e.g. an answer longer than the model's context: the harness fails too
-                    scores.pop(task, None)
-                    info[name].setdefault("skipped", {})[task] = str(e).splitlines()[0][:300]
-                    print(f"{name}: {task} not measured ({e})")
-            if prompt_sets:
-                rows = side_by_side(model, tokenizer, prompt_sets, recipe, judge)
-                samples += [{"rung": name, **row} for row in rows]
-                scores["samples"] = {**sample_means(rows), "ended_share": sum(r["ended"] for r in rows) / len(rows)}
+            rung = score_rung(model, tokenizer, tasks, docs, validation_text, prompt_sets, recipe, judge)
+            for task in rung.skipped:
+                scores.pop(task, None)
+            scores.update(rung.scores)
+            samples += [{"rung": name, **row} for row in rung.samples]
+            info[name]["seconds"] = {task: round(t, 2) for task, t in rung.seconds.items()}
+            if rung.skipped:
+                info[name]["skipped"] = rung.skipped
         print(f"{name}: " + " · ".join(headline(scores)) + f" ({time.time() - start:.0f} s)")
         del model
     write_json(out / "results.json", results)
@@ -135,6 +131,40 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
     if samples or "samples" in tasks:
         write_jsonl(out / "samples.jsonl", samples)
     return out
+
+
+@dataclass
+class RungScores:
+    scores: dict[str, dict]  # {task: {metric: value}}
+    samples: list[dict]  # the `samples` task's rows (side_by_side)
+    seconds: dict[str, float]  # wall-clock seconds per task
+    skipped: dict[str, str]  # task -> why it was not measured
+
+
+def score_rung(model, tokenizer, tasks: list[str], docs: dict[str, list[dict]], validation_text: str,
+               prompt_sets: dict[str, list[str]], recipe: Recipe, judge=None) -> RungScores:
+    """One model on every task of `tasks` (heldout, the benchmarks with their `docs`, samples), each timed.
+    A benchmark the model cannot take (an answer longer than its context: the harness fails too) is skipped
+    with its reason."""
+    batch_size = (recipe.eval or EvalConfig()).batch_size
+    scores, rows, seconds, skipped = {}, [], {}, {}
+    for task in tasks:
+        start = time.perf_counter()
+        if task == "heldout":
+            scores[task] = heldout(model, tokenizer, validation_text)
+        elif task in benchmarks.BENCHMARKS:
+            try:
+                scores[task] = benchmarks.score(model, tokenizer, task, docs[task], batch_size=batch_size)
+            except ValueError as e:
+                skipped[task] = str(e).splitlines()[0][:300]
+                print(f"{task} not measured ({e})")
+        elif task == "samples" and prompt_sets:
+            rows = side_by_side(model, tokenizer, prompt_sets, recipe, judge)
+            scores[task] = {**sample_means(rows), "ended_share": sum(r["ended"] for r in rows) / len(rows)}
+        else:
+            continue
+        seconds[task] = time.perf_counter() - start
+    return RungScores(scores, rows, seconds, skipped)
 
 
 # --------------------------------------------------------------------------------------------- the rungs

@@ -3,9 +3,11 @@
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
 sampling settings (every prompt in one left-padded batch per decoding, KV cache on), prints the samples, and
 appends them to `samples.jsonl` with the step, the per-sample loss and the readings of
-`hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, judge_ppl under `monitor.judge`, loss_tier).
-Judge perplexity and rep_4 are printed together: a repetition loop is *not* surprising to the judge (low
-judge_ppl), but its rep_4 is high. From those readings it raises four signals:
+`hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, loss_tier). The judge (`monitor.judge`) reads no
+sample inside the training loop (on the CPU it cost more than the generation): when training ends it reads
+every round's samples in one batched pass, fills their judge_ppl in `samples.jsonl` and prints its mean per
+round. Read judge perplexity with rep_4: a repetition loop is *not* surprising to the judge (low judge_ppl),
+but its rep_4 is high. From the in-loop readings it raises four signals:
 
 - auto-halt: `halt_patience` consecutive sample rounds whose mean coherence (of the sampled continuations;
   greedy loops are a decoding artefact, not a collapse) is below `halt_below` stop training cleanly, with
@@ -97,6 +99,8 @@ class SampleMonitor(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.diverged is None and (not self.rounds or self.rounds[-1]["step"] != state.global_step):
             self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+        if state.is_world_process_zero:
+            self.judge_samples()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or self.diverged:
@@ -126,7 +130,7 @@ class SampleMonitor(TrainerCallback):
         samples = [(prompt, decoding, batches[decoding][i]) for i, prompt in enumerate(prompts)
                    for decoding in self.decodings]
         readings = read_samples([p for p, _, _ in samples], [s.text for _, _, s in samples],
-                                [s.loss for _, _, s in samples], load_judge(self.cfg.judge) if write else None)
+                                [s.loss for _, _, s in samples], judge=None)  # judged after training
         rows = []
         for (prompt, decoding, sample), reading in zip(samples, readings):
             row = {"step": step, "prompt": prompt, "decoding": decoding, "text": sample.text,
@@ -147,6 +151,28 @@ class SampleMonitor(TrainerCallback):
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         self._check_halt(control)
         return rows
+
+    def judge_samples(self) -> None:
+        """The judge's pass: judge_ppl of every sample in `samples.jsonl` that has text and no judge_ppl yet, in
+        one batched call; the file is rewritten atomically, and the mean judge_ppl of each round's judged decoding
+        is printed. Nothing happens without a judge (or when it cannot load)."""
+        judge = load_judge(self.cfg.judge)
+        if judge is None or not self.samples_path.exists():
+            return
+        rows = read_jsonl(self.samples_path)
+        todo = [r for r in rows if r.get("judge_ppl") is None and r["text"].strip()]
+        if not todo:
+            return
+        for row, ppl in zip(todo, judge.perplexity([r["prompt"] for r in todo], [r["text"] for r in todo])):
+            row["judge_ppl"] = round(ppl, 3)
+        write_jsonl(self.samples_path, rows)
+        by_step: dict[int, list[float]] = {}
+        for r in rows:
+            if r["decoding"] == self.judged and r.get("judge_ppl") is not None:
+                by_step.setdefault(r["step"], []).append(r["judge_ppl"])
+        means = " · ".join(f"{step}: {sum(v) / len(v):.1f}" for step, v in by_step.items())
+        print(f"judge {judge.source} read {len(todo)} samples; mean judge ppl ({self.judged}) by step: {means}",
+              flush=True)
 
     @property
     def index(self) -> NgramIndex:
