@@ -5,6 +5,7 @@
 #   make pretrain NPROC=2                2 processes (DDP; gloo on the CPU) through `accelerate launch`
 #   make pretrain ACCELERATE_CONFIG=recipes/accelerate/fsdp.yaml [NPROC=8]   an accelerate config (ddp, fsdp, deepspeed_*)
 #   make test                            the test suite (adds the dev extra)
+#   make bench                           the benchmarks of bench/RESULTS.md (adds the dev extra; ~12 min on 2 cores)
 PYTHON ?= python3
 VENV   ?= .venv
 RECIPE ?= recipes/shakespeare-tiny.yaml
@@ -60,8 +61,10 @@ validate: install
 test: dev
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)
 
-bench: install
+bench: dev  # every table of bench/RESULTS.md (eval_speed needs lm-eval, a dev dependency); ~12 min on 2 cores
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_vs_bare.py $(RECIPE)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/eval_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/baseline_cost.py $(RECIPE)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py $(RECIPE)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/quantization.py $(RECIPE)
 

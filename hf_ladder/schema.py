@@ -52,6 +52,9 @@ class DataConfig:
         text="embedded corpus: the plays held out whole for validation",
         factory=lambda: ["macbeth", "the-tempest"])
     block_size: Annotated[int, Ge(8)] = _help(128, "tokens per packed training block")
+    max_eval_samples: Positive | None = _help(
+        None, "validation blocks the Trainer evaluates while training (evenly spaced; run_clm.py's name); null = all. "
+              "The stage's final val_* scores always read the whole validation text")
 
 
 @dataclass

@@ -224,3 +224,15 @@ def test_llama_style_model_trains_and_reloads(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(result.model_dir)
     assert model.config.model_type == "llama" and model.config.num_key_value_heads == 2
     assert result.metrics["val_loss"] < math.log(model.config.vocab_size)
+
+
+def test_evaluation_while_training_reads_evenly_spaced_validation_blocks():
+    """`data.max_eval_samples`: the Trainer's evaluations read that many validation blocks spread over the whole
+    validation text (both plays), not its first ones; null reads them all."""
+    from hf_ladder.stages.pretrain import evenly_spaced
+
+    blocks = torch.arange(557)[:, None].repeat(1, 8)  # (557, 8): row i holds i
+    picked = evenly_spaced(blocks, 128)[:, 0].tolist()
+    assert len(picked) == 128 and picked[0] == 0 and picked[-1] == 556
+    assert all(b - a in (4, 5) for a, b in zip(picked, picked[1:]))  # 556 / 127 = 4.4 apart
+    assert evenly_spaced(blocks, None) is blocks and evenly_spaced(blocks, 557) is blocks

@@ -12,6 +12,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from transformers import AutoTokenizer, Trainer, TrainingArguments, default_data_collator, set_seed
 
@@ -53,9 +54,11 @@ def run(cfg: dict, ctx: Context) -> StageResult:
         tokenizer = _tokenizer(recipe, corpus.train, out / "tokenizer")
     train_blocks = pack(encode_documents(tokenizer, corpus.train), block_size)  # (n_train, block_size)
     val_blocks = pack(encode_documents(tokenizer, corpus.validation), block_size)  # (n_val, block_size)
+    eval_blocks = evenly_spaced(val_blocks, recipe.data.max_eval_samples)  # what the Trainer evaluates while training
     print(f"data: {corpus.source}\n      train {sum(map(len, corpus.train)):,} chars -> {train_blocks.numel():,} "
           f"tokens in {len(train_blocks):,} blocks of {block_size}; validation "
-          f"{len(corpus.validation_text):,} chars -> {len(val_blocks):,} blocks")
+          f"{len(corpus.validation_text):,} chars -> {len(val_blocks):,} blocks"
+          + (f" ({len(eval_blocks)} evaluated while training)" if len(eval_blocks) < len(val_blocks) else ""))
 
     model = build_model(recipe.model, tokenizer)
     if block_size > (positions := context_length(model)):
@@ -69,7 +72,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
 
     monitor = SampleMonitor(recipe.monitor, tokenizer, corpus.train, out / "samples.jsonl", seed=recipe.seed)
     trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
-                      eval_dataset=lm_dataset(val_blocks), data_collator=default_data_collator,
+                      eval_dataset=lm_dataset(eval_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
     output, first_step, kept = train(trainer, monitor)
 
@@ -105,6 +108,13 @@ def run(cfg: dict, ctx: Context) -> StageResult:
                                "init_from": recipe.model.get("init_from"), "world_size": args.world_size,
                                "per_device_train_batch_size": args.per_device_train_batch_size,
                                "global_batch": batch, "block_size": block_size})
+
+
+def evenly_spaced(blocks: torch.Tensor, n: int | None) -> torch.Tensor:
+    """`n` rows of `blocks` (rows, block_size) spread evenly over it (first and last included), or all of them."""
+    if n is None or n >= len(blocks):
+        return blocks
+    return blocks[torch.linspace(0, len(blocks) - 1, n).round().long()]  # (n, block_size)
 
 
 def _tokenizer(recipe, train_docs: list[str], saved: Path):
