@@ -39,7 +39,8 @@ from hf_ladder.recipe import load_recipe  # noqa: E402
 
 
 def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
-    """Train `steps` optimizer steps with plain PyTorch; returns tokens/s (the first step, warm-up, excluded)."""
+    """Train `steps` optimizer steps with plain PyTorch; returns tokens/s, timed as the Trainer times
+    `train_runtime`: from before the first step (its warm-up included) to after the last."""
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=device() == "cpu", report_to="none",
                              **recipe.stages["pretrain"]["args"])
     set_seed(recipe.seed)
@@ -52,9 +53,8 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
     sched = get_scheduler(args.lr_scheduler_type, opt, args.get_warmup_steps(steps), steps)
     batch, gen = args.per_device_train_batch_size, torch.Generator().manual_seed(recipe.seed)
     order = torch.randperm(len(blocks), generator=gen)
-    for step in range(steps + 1):
-        if step == 1:
-            start = time.perf_counter()
+    start = time.perf_counter()
+    for step in range(steps):
         idx = order[(step * batch) % len(blocks):][:batch]
         if len(idx) < batch:
             order = torch.randperm(len(blocks), generator=gen)
