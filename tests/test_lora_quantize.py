@@ -107,9 +107,10 @@ def test_quantized_checkpoints_reload_with_plain_from_pretrained_and_generate(qu
         assert list(Path(folder).glob("*.safetensors"))
 
 
-# Measured on this test's model (relative to fp32): int8 +1e-5, nf4 +2e-5, nf4 + double quant -2e-5, fp4 +6e-5
-# (the README's 1M model: -0.01 % to +0.9 %); the limit is 5x the largest.
-PERPLEXITY_CHANGE_LIMIT = 3e-4
+# Measured on this test's model (relative to fp32): int8 +1e-5, nf4 +2e-5, nf4 + double quant -2e-5, fp4 +6e-5 with
+# gelu_new; fp4 +5.1e-4 once the recipe moved to gelu_pytorch_tanh (other trained weights). The README's 1M model:
+# -0.01 % to +0.9 %. The limit is 5x the largest; a broken quantization moves perplexity by percents.
+PERPLEXITY_CHANGE_LIMIT = 2.5e-3
 
 
 def test_quantized_linear_layers_are_measured_smaller(quantized):

@@ -21,8 +21,8 @@ def test_every_shipped_recipe_validates(capsys):
 
 def test_accelerate_configs_validate_with_accelerates_own_loader(tmp_path, capsys):
     configs = sorted(glob.glob(str(ROOT / "recipes" / "accelerate" / "*.yaml")))
-    assert len(configs) == 4 and cli.main(["validate", *configs]) == 0
-    assert capsys.readouterr().out.count("accelerate config") == 4
+    assert len(configs) == 5 and cli.main(["validate", *configs]) == 0  # ddp, fsdp, deepspeed_zero2/3, multinode
+    assert capsys.readouterr().out.count("accelerate config") == 5
     bad = tmp_path / "ddp.yaml"
     bad.write_text((ROOT / "recipes" / "accelerate" / "ddp.yaml").read_text() + "num_proceses: 4\n")
     assert cli.main(["validate", str(bad)]) == 1
