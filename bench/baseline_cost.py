@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from hf_ladder.allocator import keep_freed_memory  # noqa: E402
 from hf_ladder.data.corpus import load_corpus  # noqa: E402
-from hf_ladder.eval import benchmarks, suite  # noqa: E402
+from hf_ladder.eval import suite  # noqa: E402
 from hf_ladder.modeling import device  # noqa: E402
 from hf_ladder.monitor.judge import load_judge  # noqa: E402
 from hf_ladder.recipe import load_recipe  # noqa: E402
@@ -30,10 +30,7 @@ from hf_ladder.schema import EvalConfig  # noqa: E402
 
 def baselines(recipe, validation_text: str) -> None:
     cfg = recipe.eval or EvalConfig()
-    tasks = list(cfg.tasks)
-    data_dir = suite.benchmark_data(cfg.data_dir)
-    docs = {t: suite.load_task(t, data_dir, suite.limit_of(cfg.limit, t)) for t in tasks if t in benchmarks.BENCHMARKS}
-    tasks = [t for t in tasks if docs.get(t, True) is not None]
+    docs, tasks = suite.load_tasks(list(cfg.tasks), suite.benchmark_data(cfg.data_dir), cfg.limit)
     prompt_sets = suite.load_prompts(cfg.prompts) if "samples" in tasks else {}
     judge = load_judge(cfg.judge) if prompt_sets else None
     print(f"\nbaselines ({cfg.baseline_dtype}), tasks at the recipe's limits {cfg.limit}; seconds per task")

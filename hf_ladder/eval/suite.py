@@ -77,8 +77,7 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
     data_dir = benchmark_data(cfg.data_dir)
     docs = {}  # each benchmark's documents, read once for every rung
     if backend == "hf-ladder":
-        docs = {t: load_task(t, data_dir, limit_of(cfg.limit, t)) for t in tasks if t in benchmarks.BENCHMARKS}
-        tasks = [t for t in tasks if t not in benchmarks.BENCHMARKS or docs[t] is not None]
+        docs, tasks = load_tasks(tasks, data_dir, cfg.limit)
     prompt_sets = load_prompts(cfg.prompts) if "samples" in tasks else {}
     judge = load_judge(cfg.judge) if prompt_sets else None
     samples: list[dict] = []
@@ -227,6 +226,15 @@ def benchmark_data(data_dir: str | None) -> str | None:
         print(f"eval: data_dir {data_dir} not found; reading the benchmarks from the Hub instead")
         return None
     return data_dir
+
+
+def load_tasks(tasks: list[str], data_dir: str | None, limit: int | dict[str, int] | None
+               ) -> tuple[dict[str, list[dict]], list[str]]:
+    """The documents of every benchmark in `tasks` (`load_task`, at its `limit_of`), and `tasks` without the
+    benchmarks whose data cannot be read."""
+    docs = {t: load_task(t, data_dir, limit_of(limit, t)) for t in tasks if t in benchmarks.BENCHMARKS}
+    return ({t: d for t, d in docs.items() if d is not None},
+            [t for t in tasks if t not in benchmarks.BENCHMARKS or docs[t] is not None])
 
 
 def load_task(task: str, data_dir: str | None, limit: int | None) -> list[dict] | None:

@@ -122,8 +122,8 @@ class SampleMonitor(TrainerCallback):
         control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
 
     def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
-        """Generate, read (`hf_ladder.monitor.reading`: coherence, rep_4, distinct_2, judge_ppl, loss_tier), print
-        and store one round of samples; update the halt streak. The judge reads on the writing process only."""
+        """Generate, read (`hf_ladder.monitor.reading`: coherence, rep_4, distinct_2, loss_tier), print and store
+        one round of samples; update the halt streak. Their judge_ppl comes after training (`judge_samples`)."""
         prompts = self.cfg.prompts
         batches = {decoding: generate_batch(model, self.tokenizer, prompts, config, seed=self.seed + step * 1000)
                    for decoding, config in self.decodings.items()}  # one batched generation per decoding
