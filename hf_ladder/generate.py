@@ -10,7 +10,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from hf_ladder.data.chat import end_of_turn_ids
 from hf_ladder.eval.loglikelihood import loglikelihood_tokens
@@ -74,11 +74,27 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig, seed: int 
                   ended=bool(len(new)) and int(new[-1]) in ends, tokens=len(new))
 
 
+class GreedyRows(LogitsProcessor):
+    """Inside a sampling `generate`, make the rows where `greedy` is True decode greedily: their scores keep only
+    the argmax (the first one on a tie, as greedy search's argmax), so temperature and top-k/top-p leave it alone
+    and the draw returns it. It runs after the penalties (repetition_penalty), before the warpers, as
+    transformers orders a custom processor. Shapes: greedy (B,) bool; scores (B, vocab)."""
+
+    def __init__(self, greedy: torch.Tensor):
+        self.greedy = greedy
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        best = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
+        return scores.masked_fill(self.greedy[:, None] & ~best, -float("inf"))  # (B, vocab)
+
+
 def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfig, seed: int | None = None,
-                   batch_size: int = 32) -> list[Sample]:
+                   batch_size: int = 32, greedy: list[bool] | None = None) -> list[Sample]:
     """`generate` for many prompts at once: left-padded batches (prompts in the given order), the same
     decoding and context limit, and each continuation's loss under the same model, teacher-forced on exactly
     the generated ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`; nan for an empty one).
+    `greedy` (one flag per prompt, with a sampling `config`) decodes the flagged prompts greedily in the same
+    batch (`GreedyRows`): one `generate` call for both decodings.
 
     Shapes: each batch is (batch, longest prompt) ids, left-padded; outputs (batch, prompt + new).
     """
@@ -93,7 +109,11 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True).to(device)
                 enc, fitted = fit_context(model, enc, config)
-                out = model.generate(**enc, generation_config=fitted)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                processors = LogitsProcessorList()
+                if greedy is not None and config.do_sample:
+                    processors.append(GreedyRows(torch.tensor(greedy[i: i + batch_size], device=device)))
+                out = model.generate(**enc, generation_config=fitted, logits_processor=processors)
+                out = out[:, enc["input_ids"].shape[1]:]  # (B, new)
                 news = []
                 for row in out.tolist():
                     stop = next((j for j, t in enumerate(row) if t in ends), None)
