@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_recipe
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 
 from hf_ladder.data.corpus import load_corpus, load_play
 from hf_ladder.data.tokenizer import train_bpe
@@ -22,6 +24,17 @@ Sometime too hot the eye of heaven shines,
 And often is his gold complexion dimm'd;
 And every fair from fair sometime declines,
 By chance or nature's changing course untrimm'd;"""
+
+
+def tensorboard(stage_dir: Path) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, float]]]:
+    """The stage's `samples` TensorBoard run read back with TensorBoard's own EventAccumulator:
+    ({text tag: {step: markdown}}, {scalar tag: {step: value}})."""
+    events = EventAccumulator(str(stage_dir / "checkpoints" / "runs" / "samples"), size_guidance={"tensors": 0})
+    events.Reload()
+    texts = {tag.removesuffix("/text_summary"): {e.step: make_ndarray(e.tensor_proto).item().decode()
+                                                 for e in events.Tensors(tag)} for tag in events.Tags()["tensors"]}
+    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    return texts, scalars
 
 
 def rounds(stage_dir: Path) -> dict[int, list[dict]]:
@@ -115,6 +128,24 @@ def test_a_planted_training_passage_raises_the_memorization_alert(tmp_path, data
     assert "Thou art more lovely and more temperate" in memorized[0]["train_span"]
     assert memorized[0]["words"] >= 8
 
+    # the same rounds and alerts in TensorBoard: every sample as text at its round's step, the round's means as
+    # scalars, the judge's readings after training, the memorization alert with its training span
+    texts, scalars = tensorboard(Path(recipe.run_dir) / "pretrain")
+    by_step = rounds(Path(recipe.run_dir) / "pretrain")
+    assert set(texts["samples"]) == set(by_step) == set(scalars["samples/sampled/coherence"])
+    for step, step_rows in by_step.items():
+        assert all(r["text"].split("\n")[0] in texts["samples"][step] for r in step_rows)
+        sampled = [r for r in step_rows if r["decoding"] == "sampled"]
+        assert scalars["samples/sampled/coherence"][step] == pytest.approx(
+            sum(r["coherence"] for r in sampled) / len(sampled), rel=1e-6)
+        judged = [r["judge_ppl"] for r in sampled if r["judge_ppl"] is not None]
+        if judged:
+            assert scalars["samples/sampled/judge_ppl"][step] == pytest.approx(sum(judged) / len(judged), rel=1e-5)
+            assert f"judge ppl {judged[0]:.1f}" in texts["samples_judged"][step]
+    assert "judge ppl after training" in texts["samples"][0]
+    alert = texts["alerts"][memorized[0]["step"]]
+    assert "**memorization**" in alert and "Thou art more lovely and more temperate" in alert
+
 
 def overfitting_run(tmp_path, data_dir, stop: bool):
     """Pretraining on 4,200 characters of TinyShakespeare (30 % held out), evaluated every 10 steps: it overfits."""
@@ -150,6 +181,8 @@ def test_rising_validation_loss_raises_the_overfitting_alert_and_can_stop(tmp_pa
     (alert,) = alerts
     evals = [h["eval_loss"] for h in history if "eval_loss" in h and h["step"] <= step]
     assert alert["step"] == step and alert["eval_losses"] == evals[-4:]  # the very numbers the Trainer logged
+    texts, _ = tensorboard(Path(result.model_dir).parent)
+    assert list(texts["alerts"]) == [step] and texts["alerts"][step].startswith("**overfitting** at step")
 
 
 def test_the_overfitting_alert_without_stop_on_overfit_lets_training_finish(tmp_path, data_dir):

@@ -1,7 +1,7 @@
 """The sample monitor: a `TrainerCallback` that reads the model's samples while it trains.
 
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
-sampling settings (every prompt in one left-padded batch per decoding, KV cache on), prints the samples, and
+sampling settings (every prompt under both decodings in one left-padded batch, KV cache on), prints the samples, and
 appends them to `samples.jsonl` with the step, the per-sample loss and the readings of
 `hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, loss_tier). The judge (`monitor.judge`) reads no
 sample inside the training loop (on the CPU it cost more than the generation): when training ends it reads
@@ -20,6 +20,9 @@ but its rep_4 is high. From the in-loop readings it raises four signals:
 - overfitting: at each evaluation it prints train loss, validation loss and their gap; validation loss
   rising for `patience` evaluations in a row while training loss falls is an alert (and stops training
   when `stop_on_overfit`).
+
+Rounds and alerts also go to the trackers of `report_to` (`hf_ladder.monitor.trackers`: TensorBoard text and
+scalars, W&B tables) once `trackers` is set, on the process that writes.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.monitor.judge import load_judge
 from hf_ladder.monitor.memorization import NgramIndex
 from hf_ladder.monitor.reading import read_samples
-from hf_ladder.runs import read_jsonl, write_jsonl
+from hf_ladder.monitor.trackers import Trackers
+from hf_ladder.runs import read_jsonl, write_json, write_jsonl
 from hf_ladder.schema import MonitorConfig
 
 
@@ -60,6 +64,7 @@ class SampleMonitor(TrainerCallback):
         self.stopped_overfit: str | None = None
         self.diverged: str | None = None  # what went non-finite, and at which step
         self._overfit_open = False
+        self.trackers: Trackers | None = None  # set by the stage on the writing process (`stages.common.train`)
 
     # ------------------------------------------------------------------------------ trainer events
 
@@ -101,6 +106,8 @@ class SampleMonitor(TrainerCallback):
             self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
         if state.is_world_process_zero:
             self.judge_samples()
+        if self.trackers is not None:
+            self.trackers.close()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or self.diverged:
@@ -119,16 +126,19 @@ class SampleMonitor(TrainerCallback):
         if self.diverged is None:
             self.diverged = f"{what} at step {step}"
             print(f"\n*** divergence: {self.diverged}; stopping without saving ***\n", flush=True)
+            self._track_alert(step, "divergence", self.diverged)
         control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
 
     def sample_round(self, model, step: int, control=None, write: bool = True) -> list[dict]:
         """Generate, read (`hf_ladder.monitor.reading`: coherence, rep_4, distinct_2, loss_tier), print and store
         one round of samples; update the halt streak. Their judge_ppl comes after training (`judge_samples`)."""
-        prompts = self.cfg.prompts
-        batches = {decoding: generate_batch(model, self.tokenizer, prompts, config, seed=self.seed + step * 1000)
-                   for decoding, config in self.decodings.items()}  # one batched generation per decoding
-        samples = [(prompt, decoding, batches[decoding][i]) for i, prompt in enumerate(prompts)
-                   for decoding in self.decodings]
+        prompts, decodings = self.cfg.prompts, list(self.decodings)
+        # every prompt under every decoding in one batched generation: the greedy rows ride in the sampled batch
+        batch = generate_batch(model, self.tokenizer, prompts * len(decodings), self.decodings[decodings[-1]],
+                               seed=self.seed + step * 1000, greedy=[d == "greedy" for d in decodings
+                                                                     for _ in prompts])
+        samples = [(prompt, decoding, batch[j * len(prompts) + i]) for i, prompt in enumerate(prompts)
+                   for j, decoding in enumerate(decodings)]
         readings = read_samples([p for p, _, _ in samples], [s.text for _, _, s in samples],
                                 [s.loss for _, _, s in samples], judge=None)  # judged after training
         rows = []
@@ -142,6 +152,10 @@ class SampleMonitor(TrainerCallback):
                                         "train_doc": match.train_doc, "train_char": match.train_char}
                     self.alerts.append({"type": "memorization", "step": step, "prompt": prompt,
                                         "loss": row["loss"], **row["memorized"]})
+                    if write:
+                        self._track_alert(step, "memorization", f"{decoding} sample of {prompt!r} at loss "
+                                          f"{row['loss']:.3f}: {match.words} words match training document "
+                                          f"{match.train_doc} at char {match.train_char}: {match.train_span!r}")
             rows.append(row)
         judged = [r["coherence"] for r in rows if r["decoding"] == self.judged]
         self.rounds.append({"step": step, "coherence": sum(judged) / len(judged)})
@@ -149,6 +163,10 @@ class SampleMonitor(TrainerCallback):
             self._print(rows)
             with self.samples_path.open("a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            if self.trackers is not None:
+                self.trackers.sample_round(step, rows)
+            if any("memorized" in r for r in rows):
+                self._write_alerts()
         self._check_halt(control)
         return rows
 
@@ -171,8 +189,19 @@ class SampleMonitor(TrainerCallback):
             if r["decoding"] == self.judged and r.get("judge_ppl") is not None:
                 by_step.setdefault(r["step"], []).append(r["judge_ppl"])
         means = " · ".join(f"{step}: {sum(v) / len(v):.1f}" for step, v in by_step.items())
+        if self.trackers is not None:
+            for step in sorted({r["step"] for r in todo}):
+                self.trackers.sample_round(step, [r for r in rows if r["step"] == step], tag="samples_judged")
         print(f"judge {judge.source} read {len(todo)} samples; mean judge ppl ({self.judged}) by step: {means}",
               flush=True)
+
+    def _write_alerts(self) -> None:
+        """alerts.json as soon as an alert is raised (the dashboard follows it; the stage rewrites it at the end)."""
+        write_json(self.samples_path.with_name("alerts.json"), self.alerts)
+
+    def _track_alert(self, step: int, kind: str, message: str) -> None:
+        if self.trackers is not None:
+            self.trackers.alert(step, kind, message)
 
     @property
     def index(self) -> NgramIndex:
@@ -192,6 +221,7 @@ class SampleMonitor(TrainerCallback):
                            f"consecutive sample rounds (steps {low[0]['step']}-{low[-1]['step']}, last "
                            f"{low[-1]['coherence']:.1f}/100)")
             print(f"\n*** {self.halted}: stopping, checkpoint kept ***\n", flush=True)
+            self._track_alert(low[-1]["step"], "halt", self.halted)
             if control is not None:
                 control.should_training_stop = True
                 control.should_save = True
@@ -215,6 +245,8 @@ class SampleMonitor(TrainerCallback):
                             "train_losses": [e["train_loss"] for e in window]})
         if state.is_world_process_zero:
             print(f"\n*** ALERT {msg} ***\n", flush=True)
+            self._write_alerts()
+        self._track_alert(state.global_step, "overfitting", msg)
         if self.cfg.stop_on_overfit:
             self.stopped_overfit = msg
             control.should_training_stop = True

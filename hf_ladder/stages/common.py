@@ -14,6 +14,7 @@ from datasets import Dataset
 from hf_ladder.generate import generation_config
 from hf_ladder.modeling import context_length, device, load_tokenizer
 from hf_ladder.monitor import SampleMonitor
+from hf_ladder.monitor.trackers import Trackers
 from hf_ladder.plots import plot_losses
 from hf_ladder.runs import Context, Run, StageResult, TrainingError, save_model, write_json, write_yaml
 from hf_ladder.schema import RecipeError
@@ -176,6 +177,8 @@ def train(trainer, monitor: SampleMonitor):
     elif monitor.samples_path.exists() and trainer.is_world_process_zero():
         monitor.samples_path.unlink()  # samples of an earlier attempt that left no checkpoint
     first_step = int(Path(last).name.split("-")[-1]) if last else 0
+    if trainer.is_world_process_zero():  # samples and alerts in TensorBoard / W&B too, beside the Trainer's logs
+        monitor.trackers = Trackers(trainer.args.report_to, Path(trainer.args.output_dir) / "runs" / "samples")
     if first_step == 0:
         monitor.sample_round(trainer.model, 0, write=trainer.is_world_process_zero())
     if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model:
