@@ -9,6 +9,7 @@
     hf-ladder report RECIPE_OR_RUN_DIR
     hf-ladder push RUN_DIR/STAGE REPO_ID [--private] [--base-model HUB_ID]
     hf-ladder generate MODEL_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+    hf-ladder dashboard RUN_DIR [--port 8686] [--host 127.0.0.1]
 
 RECIPE is a YAML file or a built-in recipe's name (`shakespeare-tiny`). Overrides use dotted keys, before or after
 the options: `pretrain.max_steps=40`, `run_dir=/somewhere`, `data.path=input.txt`. Every command checks its
@@ -106,6 +107,11 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("dashboard", help="a read-only web page that follows a run while it trains")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--port", type=int, default=8686)
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: localhost only)")
     return parser, dict(sub.choices)
 
 
@@ -361,8 +367,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    if not Path(args.run_dir).is_dir():
+        raise RecipeError(f"{args.run_dir}: no such run directory (runs/<recipe>)")
+    if not 0 <= args.port <= 65535:
+        raise RecipeError(f"--port: {args.port} is not a TCP port (0-65535)")
+    from hf_ladder.dashboard import serve
+
+    try:
+        serve(args.run_dir, args.host, args.port)
+    except OSError as e:  # the port is taken, or the host is not an address of this machine
+        raise RecipeError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e})") from None
+    return 0
+
+
 COMMANDS = {"recipes": cmd_recipes, "run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate,
-            "eval": cmd_eval, "report": cmd_report, "push": cmd_push, "generate": cmd_generate}
+            "eval": cmd_eval, "report": cmd_report, "push": cmd_push, "generate": cmd_generate,
+            "dashboard": cmd_dashboard}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -130,10 +130,9 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def chromium_summary(index: Path, tmp_path: Path) -> dict:
-    """Open a report's index.html in headless Chromium (Debian `chromium`) in a 1400-pixel-wide window:
-    {images: [{src, ok}], stages: [row keys], rungs: [row keys], widths: {benchmark table: its right edge, px},
-    samples: [the samples table's column headers]}.
+def headless_chromium(url: str, tmp_path: Path, *options: str) -> str:
+    """Open `url` in headless Chromium (Debian `chromium`) in a 1400 x 1000 window, let its scripts run for 5 s of
+    virtual time, and return the DOM it ends with (`--dump-dom`; other `options`, e.g. `--screenshot=FILE`, too).
     Without a Chromium the test is skipped, except in CI (`CI` set), where it fails: .ci/run installs one."""
     browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
     if browser is None:
@@ -141,13 +140,19 @@ def chromium_summary(index: Path, tmp_path: Path) -> dict:
         if os.environ.get("CI"):
             pytest.fail(missing + "; in CI, .ci/run installs Debian's chromium")
         pytest.skip(missing)
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/chrome",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--no-first-run", "--virtual-time-budget=5000", "--window-size=1400,1000", *options,
+                           "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
+
+
+def chromium_summary(index: Path, tmp_path: Path) -> dict:
+    """Open a report's index.html in headless Chromium (`headless_chromium`):
+    {images: [{src, ok}], stages: [row keys], rungs: [row keys], widths: {benchmark table: its right edge, px},
+    samples: [the samples table's column headers]}."""
     check = index.with_name("check.html")  # beside index.html, so the images' relative paths resolve the same
     check.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/chrome",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          "--no-first-run", "--virtual-time-budget=5000", "--window-size=1400,1000", "--dump-dom",
-                          check.as_uri()],
-                         capture_output=True, text=True, timeout=60).stdout
+    dom = headless_chromium(check.as_uri(), tmp_path)
     check.unlink()
     found = re.search(r'<pre id="check">(.*?)</pre>', dom, re.S)
     assert found, f"the check script did not run; page starts {dom[:300]!r}"
