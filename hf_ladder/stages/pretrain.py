@@ -23,7 +23,7 @@ from hf_ladder.eval.perplexity import score_text
 from hf_ladder.modeling import build_model, context_length, describe_scale
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.schema import HubArgs, RecipeError
+from hf_ladder.schema import ExportArgs, HubArgs, RecipeError
 from hf_ladder.stages.common import (
     Stage,
     global_batch,
@@ -130,5 +130,5 @@ def _tokenizer(recipe, train_docs: list[str], saved: Path):
     return tokenizer
 
 
-STAGE = Stage(name="pretrain", parts={"hub": HubArgs, "args": TrainingArguments}, run=run,
+STAGE = Stage(name="pretrain", parts={"hub": HubArgs, "export": ExportArgs, "args": TrainingArguments}, run=run,
               summary="This rung is the pretrained model: next-token prediction on raw text.")

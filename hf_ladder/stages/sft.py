@@ -25,7 +25,7 @@ from hf_ladder.eval.pairs import eos_rate
 from hf_ladder.modeling import load_model
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.runs import Context, StageResult
-from hf_ladder.schema import DatasetArgs, HubArgs, PadArgs, RecipeError, SourceArgs
+from hf_ladder.schema import DatasetArgs, ExportArgs, HubArgs, PadArgs, RecipeError, SourceArgs
 from hf_ladder.stages.common import (
     EOS_PROMPTS,
     Stage,
@@ -168,7 +168,8 @@ def _mark(text: str, masked: bool) -> str:
     return f"⟦{text}⟧" if masked else text
 
 
-STAGE = Stage(name="sft", parts={"hub": HubArgs, "source": SourceArgs, "pad": PadArgs, "data": DatasetArgs,
+STAGE = Stage(name="sft", parts={"hub": HubArgs, "export": ExportArgs, "source": SourceArgs,
+                                 "pad": PadArgs, "data": DatasetArgs,
                                  "args": SFTConfig},
               run=run, summary="This rung is supervised fine-tuning of the model below it: it learned to answer a "
                                "prompt (loss on the completion only) and to stop.")
