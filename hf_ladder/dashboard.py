@@ -15,20 +15,23 @@ While a stage trains, its losses come from the Trainer's TensorBoard events (rea
 EventAccumulator), its samples and alerts from the files the sample monitor appends to; once it has finished,
 from its log_history.json. The server (the standard library's `http.server`) only reads: GET and HEAD, a fixed
 set of paths (the page, its two static files, the endpoints), nothing else from the disk, so a path such as
-`/../../etc/passwd` is refused (403 when it climbs out, 404 when it is not one of those paths); any other method
-gets 405. It binds to 127.0.0.1 unless `--host` says otherwise, and says so when it does.
+`/../../etc/passwd` is refused (403 when it climbs out, 404 when it is not one of those paths); POST, PUT, DELETE,
+PATCH and OPTIONS get 405 (other methods http.server's 501). It binds to 127.0.0.1 unless `--host` says otherwise,
+and says so when it does; bound to localhost it answers only requests whose Host is localhost (403 otherwise: a
+web page elsewhere cannot read the run through DNS rebinding). A malformed request gets 400, an unreadable file 500.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from hf_ladder.runs import read_json, read_jsonl
+from hf_ladder.runs import loss_curves, read_json
 from hf_ladder.schema import RecipeError
 from hf_ladder.stages import STAGE_NAMES
 
@@ -36,6 +39,7 @@ STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
           "/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
           "/uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8")}
 MAX_SAMPLES = 200  # the latest sample rows per stage in /samples.json
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def stages_in(run_dir: Path) -> list[str]:
@@ -43,42 +47,67 @@ def stages_in(run_dir: Path) -> list[str]:
     return [s for s in STAGE_NAMES if (run_dir / s).is_dir()]
 
 
-def losses(stage_dir: Path) -> dict[str, list[list[float]]]:
-    """A stage's [step, loss] pairs, training and validation: from log_history.json once the stage has written
-    it, else from the Trainer's TensorBoard events under checkpoints/runs/ (every run but the monitor's
-    `samples`), which the Trainer flushes at every log."""
-    history = read_json(stage_dir / "log_history.json")
-    if history is not None:
-        return {"train": [[h["step"], h["loss"]] for h in history if "loss" in h],
-                "eval": [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]}
+def losses(stage_dir: Path, finished: bool) -> dict[str, list[list[float]]]:
+    """A stage's [step, loss] pairs, training and validation: from its log_history.json once the manifest says it
+    finished (a file left by an earlier attempt is not this one's), else from the Trainer's TensorBoard events
+    under checkpoints/runs/ (every run but the monitor's `samples`, oldest first, so a resumed run's later
+    values win), which the Trainer flushes at every log."""
+    if finished and (history := read_json(stage_dir / "log_history.json")) is not None:
+        return {name: [list(p) for p in points] for name, points in loss_curves(history).items()}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     curves: dict[str, dict[int, float]] = {"train": {}, "eval": {}}
-    for run in sorted((stage_dir / "checkpoints" / "runs").glob("*")):
-        if run.name == "samples" or not run.is_dir():
-            continue
+    runs = [r for r in (stage_dir / "checkpoints" / "runs").glob("*") if r.is_dir() and r.name != "samples"]
+    for run in sorted(runs, key=lambda r: r.stat().st_mtime):
         events = EventAccumulator(str(run), size_guidance={"scalars": 0})
         events.Reload()
         for name, tag in (("train", "train/loss"), ("eval", "eval/loss")):
             if tag in events.Tags()["scalars"]:
-                curves[name].update({e.step: e.value for e in events.Scalars(tag)})  # a resumed run's later file wins
+                curves[name].update({e.step: e.value for e in events.Scalars(tag)})
     return {name: [[step, value] for step, value in sorted(points.items())] for name, points in curves.items()}
 
 
 def endpoint(run_dir: Path, name: str):
-    """The JSON of `/<name>.json` for the run directory (see the module docstring)."""
-    stages = stages_in(run_dir)
+    """The JSON of `/<name>.json` for the run directory (see the module docstring); a nan / inf (a diverged
+    run's loss) becomes null, so the page never gets invalid JSON."""
+    stages, manifest = stages_in(run_dir), read_json(run_dir / "manifest.json", {})
+    finished = (manifest.get("stages") or {}) if isinstance(manifest, dict) else {}
     if name == "loss":
-        return {s: losses(run_dir / s) for s in stages}
-    if name == "samples":
-        return {s: read_jsonl(run_dir / s / "samples.jsonl")[-MAX_SAMPLES:]
+        data = {s: losses(run_dir / s, s in finished) for s in stages}
+    elif name == "samples":
+        data = {s: complete_lines(run_dir / s / "samples.jsonl")[-MAX_SAMPLES:]
                 for s in stages if (run_dir / s / "samples.jsonl").exists()}
-    if name == "alerts":
-        return {s: read_json(run_dir / s / "alerts.json", []) for s in stages}
-    return read_json(run_dir / "manifest.json", {})
+    elif name == "alerts":
+        data = {s: read_json(run_dir / s / "alerts.json", []) for s in stages}
+    else:
+        data = manifest
+    return finite(data)
 
 
-def handler_for(run_dir: Path) -> type[BaseHTTPRequestHandler]:
-    """The request handler of one run directory: GET / HEAD of the fixed paths, 403 / 404 / 405 otherwise."""
+def complete_lines(path: Path) -> list[dict]:
+    """The rows of a JSONL file that another process is appending to: a line still being written is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def finite(value):
+    """`value` with every nan / inf float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def handler_for(run_dir: Path, local_only: bool = True) -> type[BaseHTTPRequestHandler]:
+    """The request handler of one run directory: GET / HEAD of the fixed paths, 403 / 404 / 405 otherwise; with
+    `local_only`, 403 for a request whose Host header is not localhost (the server is bound to loopback)."""
     static = resources.files("hf_ladder") / "static"
 
     class Dashboard(BaseHTTPRequestHandler):
@@ -91,6 +120,17 @@ def handler_for(run_dir: Path) -> type[BaseHTTPRequestHandler]:
             self._answer(body=False)
 
         def _answer(self, body: bool):
+            try:
+                self._route(body)
+            except ValueError:  # a request line urllib cannot parse (e.g. an unclosed IPv6 literal)
+                self._send(HTTPStatus.BAD_REQUEST, b"bad request\n", "text/plain", body)
+            except Exception as e:  # an unreadable file: say so, keep serving
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}\n".encode(), "text/plain", body)
+
+        def _route(self, body: bool):
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            if local_only and host not in LOOPBACK:  # DNS rebinding: a page from elsewhere naming this port
+                return self._send(HTTPStatus.FORBIDDEN, b"Host must be localhost\n", "text/plain", body)
             path = unquote(urlsplit(self.path).path)
             if ".." in path.replace("\\", "/").split("/"):
                 return self._send(HTTPStatus.FORBIDDEN, b"outside the dashboard's files\n", "text/plain", body)
@@ -139,12 +179,12 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8686) -> Non
     if not 0 <= port <= 65535:
         raise RecipeError(f"--port: {port} is not a TCP port (0-65535; 0 picks a free one)")
     try:
-        server = ThreadingHTTPServer((host, port), handler_for(run_dir.resolve()))
+        server = ThreadingHTTPServer((host, port), handler_for(run_dir.resolve(), host in LOOPBACK))
     except OSError as e:
         raise RecipeError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
     where = f"http://{host if host not in ('', '0.0.0.0', '::') else 'localhost'}:{server.server_address[1]}/"
     print(f"dashboard of {run_dir} at {where} (read-only; Ctrl-C stops it)", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         print(f"note: bound to {host or 'every interface'}, not localhost: anyone who can reach this machine on port "
               f"{server.server_address[1]} can read this run", flush=True)
     try:

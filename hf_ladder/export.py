@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,45 +78,55 @@ def rung_model(stage_dir: Path) -> Path:
 
 
 def export_gguf(stage_dir: str | Path, outtype: str = "f16", out: str | Path | None = None,
-                force: bool = False) -> Exported:
+                force: bool = False, name: str | None = None) -> Exported:
     """Convert a rung to GGUF (`outtype`: f16, q8_0 or f32) and write its Modelfile beside it. Default file:
-    `<stage_dir>/gguf/<recipe>-<rung>-<outtype>.gguf`. Written to a temporary name, then renamed.
+    `<stage_dir>/gguf/<name>-<outtype>.gguf`, `name` (the Ollama model name) by default `<recipe>-<stage>` from
+    the run directory's layout. Written to a temporary name in the same folder, then renamed.
 
     Raises:
         RecipeError: a bad rung, outtype or converter folder, or `out` exists (without `force`); the converter's
-            own failure, with its last line.
+            own failure, with its last line; a file that cannot be written.
     """
     stage_dir = Path(stage_dir)
     if outtype not in OUTTYPES:
         raise RecipeError(f"--outtype: {outtype!r} is not one of {', '.join(OUTTYPES)}")
     model = rung_model(stage_dir)
     converter = llama_cpp_dir()
-    name = _rung_name(model)
+    name = name or rung_name(stage_dir, model)
     target = Path(out) if out else stage_dir / "gguf" / f"{name}-{outtype}.gguf"
     if target.exists() and not force:
         raise RecipeError(f"{target} exists; add --force to write it again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    done = subprocess.run([sys.executable, "-m", "hf_ladder.gguf_convert", str(converter), str(model), str(partial),
-                           outtype], capture_output=True, text=True)
-    if done.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-        raise RecipeError(f"{model}: llama.cpp's converter failed: {last}")
-    os.replace(partial, target)
-    modelfile = target.with_suffix(".Modelfile")
-    write_text(modelfile, ollama_modelfile(model, target.name))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".partial")  # no `{}`: the
+        os.close(fd)  # converter formats its output name
+        partial = Path(partial)
+        done = subprocess.run([sys.executable, "-m", "hf_ladder.gguf_convert", str(converter), str(model),
+                               str(partial), outtype], capture_output=True, text=True, errors="replace")
+        if done.returncode != 0 or not partial.stat().st_size:
+            partial.unlink(missing_ok=True)
+            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            raise RecipeError(f"{model}: llama.cpp's converter failed: {last}")
+        umask = os.umask(0)
+        os.umask(umask)
+        partial.chmod(0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+        os.replace(partial, target)
+        modelfile = target.with_name(target.stem + ".Modelfile")
+        write_text(modelfile, ollama_modelfile(model, target.name, name))
+    except OSError as e:
+        raise RecipeError(f"{target}: cannot write it ({e.strerror or e})") from None
     return Exported(gguf=target, modelfile=modelfile, size_bytes=target.stat().st_size, name=name)
 
 
-def ollama_modelfile(model: Path, gguf_name: str) -> str:
-    """An Ollama Modelfile for the GGUF `gguf_name` beside it: the rung's template, stop tokens and decoding."""
+def ollama_modelfile(model: Path, gguf_name: str, name: str) -> str:
+    """An Ollama Modelfile for the GGUF `gguf_name` beside it (Ollama model `name`): the rung's template, stop
+    tokens and decoding."""
     generation = read_json(model / "generation_config.json", {})
     config = read_json(model / "config.json", {})
     tokenizer = read_json(model / "tokenizer_config.json", {})
     template_file = model / "chat_template.jinja"
     chat = template_file.read_text(encoding="utf-8") if template_file.is_file() else tokenizer.get("chat_template")
-    lines = [f"# Ollama: ollama create {_rung_name(model)} -f {gguf_name.removesuffix('.gguf')}.Modelfile",
+    lines = [f"# Ollama: ollama create {name} -f {Path(gguf_name).stem}.Modelfile",
              f"FROM ./{gguf_name}"]
     if chat == CHATML_WITH_GENERATION:
         lines.append(f'TEMPLATE """{OLLAMA_CHATML}"""')
@@ -140,12 +152,12 @@ def ollama_modelfile(model: Path, gguf_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rung_name(model: Path) -> str:
-    """<recipe>-<rung> from the folder layout runs/<recipe>/<stage>[/<variant>]/model."""
-    parts = model.resolve().parts
-    rung = parts[-3:-1] if len(parts) > 3 and parts[-3] == "quantize" else parts[-2:-1]
-    recipe = parts[-4] if len(parts) > 3 and parts[-3] == "quantize" else parts[-3]
-    return "-".join((recipe, *rung)).lower().replace("_", "-")
+def rung_name(stage_dir: Path, model: Path) -> str:
+    """An Ollama-style name: <recipe>-<stage> for the layout runs/<recipe>/<stage>/model, else the model folder's
+    own name; lower case, letters, digits and dashes."""
+    stage_dir = stage_dir.resolve()
+    parts = [stage_dir.parent.name, stage_dir.name] if model.resolve() != stage_dir else [stage_dir.name]
+    return re.sub(r"[^a-z0-9.]+", "-", "-".join(p for p in parts if p).lower()).strip("-") or "model"
 
 
 def _quantize_source(stage_dir: Path) -> str | None:

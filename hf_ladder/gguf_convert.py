@@ -8,7 +8,8 @@ The ladder's tokenizer is a byte-level BPE trained here: its pre-tokenizer is GP
 regex, no prefix space), but the converter names a pre-tokenizer by hashing the token ids of a fixed text, and knows
 only the hashes of published tokenizers (`TextModel.get_vocab_base_pre`). Through the converter's own registry
 (`ModelBase.register`, last registration wins) this registers, for the model's architecture, a subclass of the
-converter's class that answers "gpt-2" for exactly that pre-tokenizer and defers to the converter otherwise. For
+converter's class that asks the converter first and, where it does not know the tokenizer, answers "gpt-2" for
+exactly that pre-tokenizer (and still refuses any other). For
 GPT-2 it also reads the context length from `n_positions` (transformers 5 writes no `n_ctx`). No vendored file is
 edited.
 """
@@ -21,11 +22,15 @@ from pathlib import Path
 
 
 def is_gpt2_pretokenizer(model_dir: Path) -> bool:
-    """tokenizer.json splits as GPT-2 does: one ByteLevel pre-tokenizer, GPT-2's regex on, no prefix space."""
+    """tokenizer.json splits as GPT-2 does: no normalizer, one ByteLevel pre-tokenizer, GPT-2's regex on, no prefix
+    space."""
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         return False
-    pre = json.loads(path.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    if spec.get("normalizer"):
+        return False
+    pre = spec.get("pre_tokenizer") or {}
     parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     return (len(parts) == 1 and parts[0].get("type") == "ByteLevel" and parts[0].get("use_regex", True)
             and not parts[0].get("add_prefix_space", False))
@@ -46,7 +51,12 @@ def convert(llama_cpp: Path, model_dir: Path, outfile: Path, outtype: str) -> No
     base = get_model_class(arch)  # the converter's class, registered by its module
 
     def get_vocab_base_pre(self, tokenizer) -> str:
-        return "gpt-2" if is_gpt2_pretokenizer(self.dir_model) else base.get_vocab_base_pre(self, tokenizer)
+        try:
+            return base.get_vocab_base_pre(self, tokenizer)  # a published tokenizer the converter knows
+        except NotImplementedError:
+            if is_gpt2_pretokenizer(self.dir_model):
+                return "gpt-2"
+            raise
 
     def __init__(self, *args, **kwargs):
         base.__init__(self, *args, **kwargs)

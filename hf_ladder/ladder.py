@@ -50,7 +50,7 @@ def run_stage(stage: str, recipe: Recipe, force: bool = False) -> StageResult:
     if force and state.is_main_process:
         run.drop(STAGE_NAMES[STAGE_NAMES.index(stage):])  # this stage and every one above it
         out = run.stage_dir(stage)
-        for name in ("checkpoints", "tokenizer", "samples.jsonl"):  # model/ stays until the new one replaces it
+        for name in ("checkpoints", "tokenizer", "samples.jsonl", "alerts.json", "log_history.json"):  # model/ stays
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -90,10 +90,10 @@ def publish(stage: str, recipe: Recipe, run: Run) -> None:
 def export_rungs(stage: str, outtype: str, run: Run) -> None:
     """The finished stage's rungs as GGUF files (the stage section's `export:`), written over earlier exports
     of the same stage: the stage itself was just redone. A failure is reported with the command to retry."""
-    for folder in STAGES[stage].rung_folders(run.finished(stage), run).values():
+    for rung, folder in STAGES[stage].rung_folders(run.finished(stage), run).items():
         try:
-            print(describe(export_gguf(folder, outtype, force=True)))
-        except RecipeError as e:
+            print(describe(export_gguf(folder, outtype, force=True, name=f"{run.recipe.name}-{rung}")))
+        except Exception as e:  # the stage is finished and recorded; the export can be retried
             print(f"{stage}: export failed ({e}); retry with `hf-ladder export {folder} --to gguf --outtype {outtype}`")
 
 

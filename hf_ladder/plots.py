@@ -14,6 +14,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hf_ladder.runs import loss_curves  # noqa: E402
+
 ALERT_STYLES = {"overfitting": ("tab:red", "--"), "memorization": ("tab:purple", ":")}
 
 
@@ -29,8 +31,8 @@ def save_figure(fig, path: Path, dpi: int = 100) -> None:
 def draw_losses(ax, log_history: list[dict], alerts: list[dict], title: str, halted_step: int | None = None) -> None:
     """Train and validation loss (nats/token) against optimizer step on `ax`; the monitor's overfitting and
     memorization alerts, and an auto-halt, as vertical lines at their steps."""
-    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-    val = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    curves = loss_curves(log_history)
+    train, val = curves["train"], curves["eval"]
     if train:
         ax.plot(*zip(*train), color="tab:blue", label="train loss")
     if val:

@@ -132,6 +132,12 @@ def read_json(path: Path, default: Any = None) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
 
 
+def loss_curves(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The Trainer's log history as {"train": [(step, loss)], "eval": [(step, eval_loss)]}."""
+    return {"train": [(h["step"], h["loss"]) for h in log_history if "loss" in h],
+            "eval": [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """One dict per non-empty line of `path`; [] when it does not exist."""
     if not path.exists():

@@ -4,6 +4,7 @@ what it refuses (paths outside its files, every method but GET and HEAD)."""
 import http.client
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DEFAULT_RECIPE, TINY, headless_chromium
+
+from hf_ladder.dashboard import endpoint
 
 
 def start(*argv: str, log: Path) -> subprocess.Popen:
@@ -32,10 +35,13 @@ def sample_rows(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def request(port: int, method: str, path: str) -> tuple[int, bytes]:
-    """One raw request: `path` goes out exactly as written (no client-side normalisation of `..`)."""
+def request(port: int, method: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    """One raw request: `path` goes out exactly as written (no client-side normalisation of `..`); `host` replaces
+    the Host header (127.0.0.1:port)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
+    conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+    if host is not None:
+        conn.putheader("Host", host)
     conn.endheaders()
     response = conn.getresponse()
     body = response.read()
@@ -92,7 +98,7 @@ def test_the_dashboard_follows_a_run_while_it_trains(training_run, tmp_path):
 
 
 def test_the_dashboard_refuses_paths_outside_its_files_and_every_method_but_get(training_run):
-    run_dir, port, _, _ = training_run
+    _, port, _, _ = training_run
     for path in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
                  "/%2E%2E%5C%2E%2E%5Cetc%5Cpasswd", "/static/../../manifest.json"):
         status, body = request(port, "GET", path)
@@ -102,7 +108,23 @@ def test_the_dashboard_refuses_paths_outside_its_files_and_every_method_but_get(
         assert status == 404 and b"root:" not in body, path
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         assert request(port, method, "/samples.json")[0] == 405, method
-    assert sample_rows(run_dir) > 0
+    assert request(port, "GET", "/samples.json", host=f"attacker.example:{port}")[0] == 403  # DNS rebinding
+    assert request(port, "GET", "/samples.json", host=f"localhost:{port}")[0] == 200
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # a line http.client will not send
+        raw.sendall(b"GET http://[::1/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        assert raw.recv(64).startswith(b"HTTP/1.0 400")  # unparsable: an answer, not a dropped connection
+
+
+def test_the_endpoints_give_valid_json_for_a_diverged_run_and_a_line_being_written(tmp_path):
+    stage = tmp_path / "pretrain"
+    stage.mkdir()
+    row = {"step": 20, "prompt": "ROMEO:\n", "decoding": "greedy", "text": "", "loss": float("nan"), "coherence": 0.0}
+    (stage / "samples.jsonl").write_text(json.dumps(row) + "\n" + '{"step": 40, "prompt": "RO')  # nan, half a line
+    (stage / "alerts.json").write_text("[]")
+    samples = json.loads(json.dumps(endpoint(tmp_path, "samples"), allow_nan=False))
+    assert samples == {"pretrain": [{**row, "loss": None}]}
+    assert endpoint(tmp_path, "loss") == {"pretrain": {"train": [], "eval": []}}  # no events yet
+    assert endpoint(tmp_path, "manifest") == {} and endpoint(tmp_path, "alerts") == {"pretrain": []}
 
 
 def test_the_dashboard_says_when_it_is_not_bound_to_localhost(tmp_path):

@@ -14,6 +14,7 @@ from hf_ladder.data.tokenizer import train_bpe
 from hf_ladder.ladder import run_stage
 from hf_ladder.monitor import NgramIndex
 from hf_ladder.monitor.reading import FIELDS
+from hf_ladder.monitor.trackers import round_markdown
 from hf_ladder.schema import DataConfig
 
 SONNET_18 = """Shall I compare thee to a summer's day?
@@ -133,15 +134,15 @@ def test_a_planted_training_passage_raises_the_memorization_alert(tmp_path, data
     texts, scalars = tensorboard(Path(recipe.run_dir) / "pretrain")
     by_step = rounds(Path(recipe.run_dir) / "pretrain")
     assert set(texts["samples"]) == set(by_step) == set(scalars["samples/sampled/coherence"])
-    for step, step_rows in by_step.items():
-        assert all(r["text"].split("\n")[0] in texts["samples"][step] for r in step_rows)
+    for step, step_rows in by_step.items():  # the round as written (judge after training), then as judged
+        assert texts["samples"][step] == round_markdown([{**r, "judge_ppl": None} for r in step_rows])
         sampled = [r for r in step_rows if r["decoding"] == "sampled"]
         assert scalars["samples/sampled/coherence"][step] == pytest.approx(
             sum(r["coherence"] for r in sampled) / len(sampled), rel=1e-6)
         judged = [r["judge_ppl"] for r in sampled if r["judge_ppl"] is not None]
         if judged:
             assert scalars["samples/sampled/judge_ppl"][step] == pytest.approx(sum(judged) / len(judged), rel=1e-5)
-            assert f"judge ppl {judged[0]:.1f}" in texts["samples_judged"][step]
+            assert texts["samples_judged"][step] == round_markdown(step_rows)
     assert "judge ppl after training" in texts["samples"][0]
     alert = texts["alerts"][memorized[0]["step"]]
     assert "**memorization**" in alert and "Thou art more lovely and more temperate" in alert

@@ -7,7 +7,8 @@ loss tier) and its means as scalars `samples/<decoding>/<reading>`; each alert (
 training span, overfitting, divergence) is a text entry `alerts` at its step. The judge reads after training
 (`SampleMonitor.judge_samples`): its perplexities then come as the scalars `samples/<decoding>/judge_ppl` and the
 text entry `samples_judged` of each round. W&B (`report_to: wandb`): the same scalars and a `wandb.Table` per round
-in the run the Trainer's `WandbCallback` started, stepped by `train/global_step` as that callback does.
+in the run the Trainer's `WandbCallback` started, stepped by `train/global_step` as that callback does; the
+untrained model's round (step 0) comes before that run starts and goes to TensorBoard and samples.jsonl only.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class Trackers:
 
     def __init__(self, report_to: list[str] | str | None, log_dir: Path):
         report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
-        self.tensorboard = "tensorboard" in report_to or "all" in report_to
-        self.wandb = "wandb" in report_to or "all" in report_to
+        self.tensorboard = "tensorboard" in report_to  # TrainingArguments has expanded "all" already
+        self.wandb = "wandb" in report_to
         self.log_dir = Path(log_dir)
         self._writer = None
 

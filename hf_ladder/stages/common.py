@@ -174,8 +174,9 @@ def train(trainer, monitor: SampleMonitor):
     last = last_complete_checkpoint(Path(trainer.args.output_dir))
     if last:
         print(f"resuming from {last}")
-    elif monitor.samples_path.exists() and trainer.is_world_process_zero():
-        monitor.samples_path.unlink()  # samples of an earlier attempt that left no checkpoint
+    elif trainer.is_world_process_zero():  # samples and alerts of an earlier attempt that left no checkpoint
+        monitor.samples_path.unlink(missing_ok=True)
+        monitor.samples_path.with_name("alerts.json").unlink(missing_ok=True)
     first_step = int(Path(last).name.split("-")[-1]) if last else 0
     if trainer.is_world_process_zero():  # samples and alerts in TensorBoard / W&B too, beside the Trainer's logs
         monitor.trackers = Trackers(trainer.args.report_to, Path(trainer.args.output_dir) / "runs" / "samples")
