@@ -194,29 +194,34 @@ def test_the_overfitting_alert_without_stop_on_overfit_lets_training_finish(tmp_
 
 
 def test_a_resumed_run_carries_the_halt_streak_over(tmp_path, collapsed_model):
-    """Killed after three collapsed rounds (steps 0, 2, 4; checkpoint-4 saved), the rerun resumes and halts after
-    two more (6, 8), as an uninterrupted run does: the streak is rebuilt from samples.jsonl, not restarted."""
+    """Killed after four collapsed rounds (steps 0, 2, 4, 6; checkpoint-4 saved), the rerun resumes from step 4 and
+    halts after two more (6 again, 8), as an uninterrupted run does: the streak is rebuilt from samples.jsonl, not
+    restarted; TensorBoard holds each round once (the dead attempt's step 6 purged)."""
     from unittest import mock
 
     from hf_ladder.monitor import SampleMonitor
 
     recipe = tiny_recipe(tmp_path / "run", "model={init_from: %s}" % collapsed_model, "pretrain.max_steps=200",
                          "pretrain.learning_rate=1e-9", "pretrain.weight_decay=0", "monitor.sample_every=2",
-                         "pretrain.eval_steps=50")
+                         "pretrain.eval_steps=50", "pretrain.save_steps=4")
     real = SampleMonitor.on_step_end
 
-    def killed_at_5(self, args, state, control, **kwargs):
-        if state.global_step == 5:
+    def killed_at_7(self, args, state, control, **kwargs):
+        if state.global_step == 7:
             raise RuntimeError("killed")
         return real(self, args, state, control, **kwargs)
 
-    with mock.patch.object(SampleMonitor, "on_step_end", killed_at_5), pytest.raises(RuntimeError, match="killed"):
+    with mock.patch.object(SampleMonitor, "on_step_end", killed_at_7), pytest.raises(RuntimeError, match="killed"):
         run_stage("pretrain", recipe)
     stage = Path(recipe.run_dir) / "pretrain"
-    assert sorted(rounds(stage)) == [0, 2, 4] and (stage / "checkpoints" / "checkpoint-4").is_dir()
+    assert sorted(rounds(stage)) == [0, 2, 4, 6]
+    assert [p.name for p in (stage / "checkpoints").glob("checkpoint-*")] == ["checkpoint-4"]
     result = run_stage("pretrain", recipe)
     assert result.status == "halted" and "steps 0-8" in result.reason
     assert sorted(rounds(stage)) == [0, 2, 4, 6, 8]
+    events = EventAccumulator(str(stage / "checkpoints" / "runs" / "samples"), size_guidance={"scalars": 0})
+    events.Reload()  # (EventAccumulator applies the purge to scalars; it keeps both copies of a text entry)
+    assert [e.step for e in events.Scalars("samples/sampled/coherence")] == [0, 2, 4, 6, 8]
 
 
 def test_a_resumed_monitor_rebuilds_its_alerts_rounds_and_evaluations(tmp_path):

@@ -22,20 +22,22 @@ COLUMNS = ("prompt", "decoding", "text", "coherence", "judge_ppl", "rep_4", "los
 
 class Trackers:
     """Writers for the trackers named in `report_to` (a list, as TrainingArguments holds it); the others are
-    ignored. `log_dir` is TensorBoard's folder for the `samples` run. Nothing is opened until the first write."""
+    ignored. `log_dir` is TensorBoard's folder for the `samples` run; `purge_step` (a resumed run: the checkpoint's
+    step + 1) drops that run's events from that step on, which the interrupted attempt wrote and this one writes
+    again. Nothing is opened until the first write."""
 
-    def __init__(self, report_to: list[str] | str | None, log_dir: Path):
+    def __init__(self, report_to: list[str] | str | None, log_dir: Path, purge_step: int | None = None):
         report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
         self.tensorboard = "tensorboard" in report_to  # TrainingArguments has expanded "all" already
         self.wandb = "wandb" in report_to
-        self.log_dir = Path(log_dir)
+        self.log_dir, self.purge_step = Path(log_dir), purge_step
         self._writer = None
 
     @property
     def writer(self):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.purge_step)
         return self._writer
 
     def sample_round(self, step: int, rows: list[dict], tag: str = "samples") -> None:

@@ -179,7 +179,8 @@ def train(trainer, monitor: SampleMonitor):
         monitor.samples_path.with_name("alerts.json").unlink(missing_ok=True)
     first_step = int(Path(last).name.split("-")[-1]) if last else 0
     if trainer.is_world_process_zero():  # samples and alerts in TensorBoard / W&B too, beside the Trainer's logs
-        monitor.trackers = Trackers(trainer.args.report_to, Path(trainer.args.output_dir) / "runs" / "samples")
+        monitor.trackers = Trackers(trainer.args.report_to, Path(trainer.args.output_dir) / "runs" / "samples",
+                                    purge_step=first_step + 1 if last else None)
     if first_step == 0:
         monitor.sample_round(trainer.model, 0, write=trainer.is_world_process_zero())
     if trainer.args.world_size > 1 and trainer.model_wrapped is trainer.model:
