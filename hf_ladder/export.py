@@ -53,7 +53,7 @@ def llama_cpp_dir() -> Path:
     folder = Path(os.environ.get("HF_LADDER_LLAMA_CPP", Path(sys.prefix) / "share" / "llama.cpp"))
     missing = [f for f in CONVERTER_FILES if not (folder / f).exists()]
     if missing:
-        raise RecipeError(f"--to gguf: llama.cpp's converter is not in {folder} (missing {', '.join(missing)}); run "
+        raise RecipeError(f"llama.cpp's converter is not in {folder} (missing {', '.join(missing)}); run "
                           f"`make gguf-tools`, or set HF_LADDER_LLAMA_CPP to a llama.cpp checkout")
     return folder
 

@@ -141,7 +141,7 @@ def check_stage(stage: str, section: Any, errors: list[str]) -> dict[str, Any]:
         try:
             llama_cpp_dir()
         except RecipeError as e:
-            errors.append(f"{stage}.export: {str(e).removeprefix('--to gguf: ')}")
+            errors.append(f"{stage}.export: {e}")
     if STAGES[stage].check is not None:
         STAGES[stage].check(parts, errors)
     args = parts.get("args")
