@@ -12,7 +12,8 @@ the sample monitor at the recipe's cadence (sample rounds, evaluations and check
 steps) and once with it off (`monitor.sample_every` above N: one round at the end). They alternate, bare, stage
 (monitor on), stage (monitor off), `--repeats` times, and the table gives medians of tokens/s (the stage's own
 `tokens_per_second`: tokens over the Trainer's `train_runtime`), the ratio to the bare loop, and the share of the
-stage's training time spent in sample rounds and in evaluations.
+stage's training time spent in sample rounds, in evaluations and in saving checkpoints (the ladder evaluates and
+saves on the monitor's cadence; the Trainer also evaluates and saves after the last step).
 A benchmark, not a test: the figures depend on the machine, and nothing else should run beside it.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import TrainingArguments, get_scheduler, set_seed  # noqa: E402
+from transformers import Trainer, TrainingArguments, get_scheduler, set_seed  # noqa: E402
 
 from hf_ladder.allocator import keep_freed_memory  # noqa: E402
 from hf_ladder.data.corpus import load_corpus  # noqa: E402
@@ -73,9 +74,10 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
 
 
 def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict[str, float]:
-    """`hf-ladder run pretrain` with max_steps=steps; tokens/s and the shares of sample rounds and evaluations."""
-    spent = {"rounds": 0.0}
-    original = SampleMonitor.sample_round
+    """`hf-ladder run pretrain` with max_steps=steps; tokens/s and the shares of sample rounds, evaluations and
+    checkpoint saves."""
+    spent = {"rounds": 0.0, "saves": 0.0}
+    original, save = SampleMonitor.sample_round, Trainer._save_checkpoint
 
     def timed(self, model, step, *a, **k):
         t = time.perf_counter()
@@ -85,29 +87,36 @@ def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict[str, float
             if step > 0:  # the round of the untrained model runs before the Trainer's clock starts
                 spent["rounds"] += time.perf_counter() - t
 
+    def timed_save(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return save(self, *a, **k)
+        finally:
+            spent["saves"] += time.perf_counter() - t
+
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}", f"pretrain.max_steps={steps}"]
         if not monitor_on:
             overrides.append(f"monitor.sample_every={steps + 1}")
         recipe = load_recipe(recipe_path, overrides)
-        SampleMonitor.sample_round = timed
+        SampleMonitor.sample_round, Trainer._save_checkpoint = timed, timed_save
         try:
             result = run_stage("pretrain", recipe)
         finally:
-            SampleMonitor.sample_round = original
+            SampleMonitor.sample_round, Trainer._save_checkpoint = original, save
         m = result.metrics
         runtime = m["train_runtime_s"]
         logs = json.loads((Path(tmp) / "pretrain" / "log_history.json").read_text())
         evals = sum(h.get("eval_runtime", 0.0) for h in logs)
         return {"tokens_per_second": m["tokens_per_second"], "rounds_share": spent["rounds"] / runtime,
-                "eval_share": evals / runtime}
+                "eval_share": evals / runtime, "save_share": spent["saves"] / runtime}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", nargs="?", default="recipes/shakespeare-tiny.yaml")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     kept = keep_freed_memory()
     recipe = load_recipe(a.recipe)
@@ -125,13 +134,15 @@ def main():
           f"{recipe.stages['pretrain']['args'].get('per_device_train_batch_size', 8)} x {recipe.data.block_size}, "
           f"{where}, torch {torch.__version__}, glibc thresholds raised: {kept}, sample_every "
           f"{recipe.monitor.sample_every}")
-    print(f"{'loop':<22} {'tokens/s':>10} {'x bare':>7} {'rounds %':>9} {'evals %':>8}")
-    print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.2f} {'':>9} {'':>8}")
+    print(f"{'loop':<22} {'tokens/s':>10} {'x bare':>7} {'rounds %':>9} {'evals %':>8} {'saves %':>8}")
+    print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.2f}")
     for name, runs in (("stage, monitor on", on), ("stage, monitor off", off)):
         tps = statistics.median(r["tokens_per_second"] for r in runs)
         rounds = statistics.median(r["rounds_share"] for r in runs)
         evals = statistics.median(r["eval_share"] for r in runs)
-        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.2f} {100 * rounds:>8.1f}% {100 * evals:>7.1f}%")
+        saves = statistics.median(r["save_share"] for r in runs)
+        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.2f} {100 * rounds:>8.1f}% {100 * evals:>7.1f}% "
+              f"{100 * saves:>7.1f}%")
 
 
 if __name__ == "__main__":
