@@ -175,16 +175,19 @@ def build_model(model_cfg: dict, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     return AutoModelForCausalLM.from_config(config, **attn)
 
 
-def context_length(model, tokenizer=None) -> int:
+def context_length(model, tokenizer=None, max_length: int | None = None) -> int:
     """The longest token sequence a model (or its config) reads: the config's n_positions | max_position_embeddings
-    | n_ctx, else the tokenizer's model_max_length, else 2048 (lm_eval/models/utils.py, as the harness decides it)."""
+    | n_ctx, else the tokenizer's model_max_length, else 2048 (lm_eval/models/utils.py, as the harness decides it).
+    `max_length` (lm-eval's model argument of that name, `eval.max_length`) caps it; unlike the harness, which
+    takes it as given, never above the model's own context (positions past it would overflow or extrapolate)."""
     config = getattr(model, "config", model)
     config = getattr(config, "text_config", None) or config
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(config, attr, None) is not None:
-            return int(getattr(config, attr))
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit is not None and limit != TOKENIZER_INFINITY else DEFAULT_CONTEXT
+    own = next((int(getattr(config, a)) for a in ("n_positions", "max_position_embeddings", "n_ctx")
+                if getattr(config, a, None) is not None), None)
+    if own is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        own = int(limit) if limit is not None and limit != TOKENIZER_INFINITY else DEFAULT_CONTEXT
+    return min(own, max_length) if max_length else own
 
 
 @contextmanager

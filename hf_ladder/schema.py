@@ -116,6 +116,10 @@ class EvalConfig:
     baseline_dtype: Literal["float32", "bfloat16"] = _help(
         "bfloat16", "the baselines' weights while scored (lm-eval's dtype=): bfloat16 is SmolLM2's own dtype and ~3x "
                     "faster on CPUs with AMX; the rungs are always scored in float32")
+    max_length: Positive | None = _help(
+        None, "tokens a model reads at once (lm-eval's max_length model argument), capped at each model's own "
+              "context: heldout and wikitext's rolling windows, left truncation of long contexts; null = each "
+              "model's context (SmolLM2: 8,192)")
     data_dir: str | None = _help(None, "a folder laid out like the shared test data, instead of the Hub datasets")
     batch_size: Positive = _help(32, "sequences per forward pass")
     prompts: str | None = _help(None, "a folder of *.yaml prompt sets; null = the built-in sets (eval/prompts)")

@@ -198,6 +198,33 @@ def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind):
     assert context_length(model, tokenizer) == lm.max_length == 128
 
 
+def test_max_length_equals_hflm_max_length(model_dirs, data_dir):
+    """`eval.max_length` is HFLM's max_length: rolling windows (wikitext, heldout) of that many tokens and long
+    contexts left-truncated to it, the same numbers as the harness with that argument; capped at the model's own
+    context."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    model, tokenizer = _load(model_dirs["bpe"])
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, device="cpu", max_length=48)
+    texts = [wikitext.requests(d)[0][0] for d in benchmarks.load("wikitext", data_dir, 3)]
+    theirs = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)],
+                                      disable_tqdm=True)
+    ours = loglikelihood_rolling(model, tokenizer, texts, max_length=48)
+    assert [ll for ll, _ in ours] == pytest.approx(theirs, rel=1e-6)
+    full = loglikelihood_rolling(model, tokenizer, texts)  # 128-token windows: other numbers
+    assert all(abs(a - b) > 1e-3 for (a, _), (b, _) in zip(ours, full))
+    pairs = [("word " * 300, " left-truncated to 48 tokens"), ("The cat sat on the", " mat")]
+    theirs = lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)],
+                              disable_tqdm=True)
+    ours = loglikelihood(model, tokenizer, pairs, max_length=48)
+    assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in theirs], rel=1e-6)
+    assert [g for _, g in ours] == [g for _, g in theirs]
+    assert ours[0][0] != pytest.approx(loglikelihood(model, tokenizer, pairs[:1])[0][0], rel=1e-4)
+    assert context_length(model, tokenizer, 48) == lm.max_length == 48
+    assert context_length(model, tokenizer, 4096) == context_length(model, tokenizer) == 128
+
+
 class SoftCapped(GPT2LMHeadModel):
     """GPT-2 whose logits are soft-capped (as Gemma 2's): its head alone does not give its logits."""
 

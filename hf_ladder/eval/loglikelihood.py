@@ -227,13 +227,15 @@ def scored_log_probs(model, ids: torch.Tensor, keep: torch.Tensor, plain: bool):
 
 
 def loglikelihood(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32,
-                  progress: bool = False) -> list[tuple[float, bool]]:
+                  progress: bool = False, max_length: int | None = None) -> list[tuple[float, bool]]:
     """(log-likelihood in nats, is_greedy) of each continuation string given its context string.
 
-    Equal to lm-eval's `HFLM.loglikelihood` on the same model and tokenizer (see module docstring).
+    Equal to lm-eval's `HFLM.loglikelihood` on the same model and tokenizer (see module docstring), with
+    `HFLM(max_length=max_length)` when given (contexts left-truncated to it; `context_length`).
     """
     requests = encode_pairs(tokenizer, pairs)
-    return loglikelihood_tokens(model, requests, context_length(model, tokenizer), batch_size, progress=progress)
+    return loglikelihood_tokens(model, requests, context_length(model, tokenizer, max_length), batch_size,
+                                progress=progress)
 
 
 def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -260,15 +262,16 @@ def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[lis
 
 
 def loglikelihood_rolling(model, tokenizer, texts: list[str], batch_size: int = 32,
-                          progress: bool = False) -> list[tuple[float, int]]:
+                          progress: bool = False, max_length: int | None = None) -> list[tuple[float, int]]:
     """(log-likelihood in nats, token count) of each whole text, every token scored once.
 
     The text is encoded with the tokenizer's default special tokens (a bos-adding tokenizer's bos is scored
-    too, from the prefix token), windows as `rolling_windows`, and the window sums added in order, as
-    huggingface.py:1226-1310. The harness reports no token count; it is ours, for token perplexity.
+    too, from the prefix token), windows as `rolling_windows` of `context_length(model, tokenizer, max_length)`
+    tokens, and the window sums added in order, as huggingface.py:1226-1310. The harness reports no token
+    count; it is ours, for token perplexity.
     """
     ids = tok_encode(tokenizer, texts)
-    max_len, prefix = context_length(model, tokenizer), prefix_token_id(tokenizer)
+    max_len, prefix = context_length(model, tokenizer, max_length), prefix_token_id(tokenizer)
     windows = [rolling_windows(t, prefix, max_len) for t in ids]
     scores = iter(loglikelihood_tokens(model, [w for ws in windows for w in ws], max_len, batch_size,
                                        progress=progress, greedy=False))

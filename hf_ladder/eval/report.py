@@ -196,8 +196,9 @@ def build_blocks(run: dict, refs: dict[str, dict], out_dir: Path) -> list[tuple]
         info, ref = run["rungs"].get(baseline, {}), refs.get(baseline)
         measured, why = baseline_measured(run, baseline)
         if measured:
-            blocks.append(("p", f"Baseline {baseline}: {info.get('label') or info.get('model_dir') or baseline}"
-                                f"{'; scored in ' + info['dtype'] if info.get('dtype') else ''}."))
+            how = "".join([f"; scored in {info['dtype']}" if info.get("dtype") else "",
+                           f", {info['max_length']:,} tokens at most per window" if info.get("max_length") else ""])
+            blocks.append(("p", f"Baseline {baseline}: {info.get('label') or info.get('model_dir') or baseline}{how}."))
         if not measured:
             blocks.append(("banner", f"Baseline {baseline} not measured: {why}. " + (
                 f"Every {ref['name']} number in this report is published, not measured; each one's source is in "

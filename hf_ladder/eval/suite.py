@@ -109,11 +109,12 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
                       "note": "the judge itself: its judge ppl is its own perplexity" if str(source) == cfg.judge
                       and prompt_sets else None,
                       "dtype": str(model.dtype).removeprefix("torch."),
+                      "max_length": context_length(model, tokenizer, cfg.max_length),
                       **({"label": gguf_label(source)} if gguf_file(source) else {})}
         scores = results.setdefault(name, {})
         if backend == "lm-eval":
             scores.update(harness(model, tokenizer, tasks, limit_of(cfg.limit, None), cfg.batch_size,
-                                  include_path))
+                                  include_path, cfg.max_length))
         else:
             rung = score_rung(model, tokenizer, tasks, docs, validation_text, prompt_sets, recipe, judge)
             for task in rung.skipped:
@@ -145,15 +146,16 @@ def score_rung(model, tokenizer, tasks: list[str], docs: dict[str, list[dict]], 
     """One model on every task of `tasks` (heldout, the benchmarks with their `docs`, samples), each timed.
     A benchmark the model cannot take (an answer longer than its context: the harness fails too) is skipped
     with its reason."""
-    batch_size = (recipe.eval or EvalConfig()).batch_size
+    cfg = recipe.eval or EvalConfig()
     scores, rows, seconds, skipped = {}, [], {}, {}
     for task in tasks:
         start = time.perf_counter()
         if task == "heldout":
-            scores[task] = heldout(model, tokenizer, validation_text)
+            scores[task] = heldout(model, tokenizer, validation_text, cfg.max_length)
         elif task in benchmarks.BENCHMARKS:
             try:
-                scores[task] = benchmarks.score(model, tokenizer, task, docs[task], batch_size=batch_size)
+                scores[task] = benchmarks.score(model, tokenizer, task, docs[task], cfg.batch_size,
+                                                max_length=cfg.max_length)
             except ValueError as e:
                 skipped[task] = str(e).splitlines()[0][:300]
                 print(f"{task} not measured ({e})")
@@ -248,11 +250,12 @@ def load_task(task: str, data_dir: str | None, limit: int | None) -> list[dict] 
         return None
 
 
-def heldout(model, tokenizer, text: str) -> dict[str, float]:
-    """Exact scores of the recipe's validation text at the model's full context (lm-eval's rolling windows):
+def heldout(model, tokenizer, text: str, max_length: int | None = None) -> dict[str, float]:
+    """Exact scores of the recipe's validation text in lm-eval's rolling windows of the model's context (at most
+    `max_length` tokens, `hf_ladder.modeling.context_length`):
     token_perplexity, bits_per_byte, word_perplexity = exp(nats / len(re.split(r"\\s+", text))) as lm-eval's
     `word_perplexity` (lm_eval/api/metrics.py), and the counts."""
-    s = score_text(model, tokenizer, text, context_length(model, tokenizer))
+    s = score_text(model, tokenizer, text, context_length(model, tokenizer, max_length))
     words = len(re.split(r"\s+", text))
     return {"token_perplexity": s.perplexity, "bits_per_byte": s.bits_per_byte,
             "word_perplexity": math.exp(s.nats / words), "tokens": s.tokens, "bytes": s.bytes, "words": words}
@@ -318,9 +321,9 @@ def finite_or_none(x: float) -> float | None:
 
 
 def harness(model, tokenizer, tasks: list[str], limit: int | None, batch_size: int,
-            include_path: str | None = None) -> dict[str, dict]:
-    """Any lm-evaluation-harness task on the in-memory model (`lm_eval.simple_evaluate` over `HFLM`);
-    metric keys lose lm-eval's filter suffix (`acc,none` -> `acc`).
+            include_path: str | None = None, max_length: int | None = None) -> dict[str, dict]:
+    """Any lm-evaluation-harness task on the in-memory model (`lm_eval.simple_evaluate` over `HFLM`, its
+    max_length our `context_length` with `max_length`); metric keys lose lm-eval's filter suffix (`acc,none` -> `acc`).
 
     Raises:
         ImportError: lm-eval is not installed (`pip install 'hf_ladder[eval]'`).
@@ -331,7 +334,8 @@ def harness(model, tokenizer, tasks: list[str], limit: int | None, batch_size: i
         from lm_eval.tasks import TaskManager
     except ImportError as e:
         raise ImportError("--backend lm-eval needs lm-evaluation-harness: pip install 'hf_ladder[eval]'") from e
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+              max_length=context_length(model, tokenizer, max_length))
     out = simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=TaskManager(include_path=include_path))
     return {task: {key.split(",")[0]: value for key, value in scores.items()
                    if isinstance(value, (int, float)) and key != "alias"}

@@ -18,7 +18,7 @@ from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
 class Benchmark:
     load: Callable  # (data_dir | None, limit | None) -> documents, read once for every rung
     requests: Callable  # (document) -> the harness's requests for it
-    score: Callable  # (model, tokenizer, documents, batch_size, progress) -> {metric: value}
+    score: Callable  # (model, tokenizer, documents, batch_size, progress, max_length) -> {metric: value}
 
 
 BENCHMARKS = {
@@ -44,10 +44,11 @@ def load(task: str, data_dir: str | Path | None = None, limit: int | None = None
     return BENCHMARKS[task].load(data_dir, limit)
 
 
-def score(model, tokenizer, task: str, docs: list[dict], batch_size: int = 32, progress: bool = True) -> dict:
+def score(model, tokenizer, task: str, docs: list[dict], batch_size: int = 32, progress: bool = True,
+          max_length: int | None = None) -> dict:
     """{metric: value} of one task on documents from `load`; the model runs as it is (device, dtype),
-    log-probabilities in fp32."""
-    return BENCHMARKS[task].score(model, tokenizer, docs, batch_size, progress)
+    log-probabilities in fp32; `max_length`: lm-eval's model argument (`hf_ladder.modeling.context_length`)."""
+    return BENCHMARKS[task].score(model, tokenizer, docs, batch_size, progress, max_length)
 
 
 def evaluate(model, tokenizer, tasks=tuple(BENCHMARKS), data_dir: str | Path | None = None, limit: int | None = None,

@@ -74,7 +74,7 @@ def accuracy(name: str, hits: list[float]) -> dict[str, float]:
 
 
 def per_doc(model, tokenizer, reqs: list[list[tuple[str, str]]], batch_size: int,
-            progress: bool) -> list[list[tuple[float, bool]]]:
+            progress: bool, max_length: int | None = None) -> list[list[tuple[float, bool]]]:
     """(ll, is_greedy) of every (context, continuation) request, grouped back per document."""
-    flat = iter(loglikelihood(model, tokenizer, [r for rs in reqs for r in rs], batch_size, progress))
+    flat = iter(loglikelihood(model, tokenizer, [r for rs in reqs for r in rs], batch_size, progress, max_length))
     return [[next(flat) for _ in rs] for rs in reqs]

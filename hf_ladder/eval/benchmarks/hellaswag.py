@@ -52,9 +52,10 @@ def requests(doc: dict) -> list[tuple[str, str]]:
     return [(q, " " + e) for e in endings]
 
 
-def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True,
+          max_length: int | None = None) -> dict[str, float]:
     """acc, acc_norm, their stderrs, n."""
-    results = per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress)
+    results = per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress, max_length)
     acc, acc_norm = [], []
     for doc, res in zip(docs, results):
         _, endings, gold = query(doc)

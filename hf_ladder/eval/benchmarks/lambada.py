@@ -36,10 +36,12 @@ def requests(doc: dict) -> list[tuple[str, str]]:
     return [split(doc["text"])]
 
 
-def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True,
+          max_length: int | None = None) -> dict[str, float]:
     """acc (the target word is greedy), its stderr, perplexity with its bootstrapped stderr, n. (The harness
     bootstraps with its own generator and 100000 resamples, so the perplexity stderrs agree only roughly.)"""
-    results = [res[0] for res in per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress)]
+    results = [res[0] for res in per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress,
+                                               max_length)]
     lls = [ll for ll, _ in results]
     return {**accuracy("acc", [1.0 if greedy else 0.0 for _, greedy in results]),
             "perplexity": math.exp(-sum(lls) / len(lls)), "perplexity_stderr": bootstrap_perplexity_stderr(lls),

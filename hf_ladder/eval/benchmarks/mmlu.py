@@ -117,9 +117,10 @@ def requests(doc: dict) -> list[tuple[str, str]]:
     return [(prompt, " " + letter) for letter in "ABCD"]
 
 
-def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True,
+          max_length: int | None = None) -> dict[str, float]:
     """acc over all questions, its stderr, n, and acc/<subject>."""
-    results = per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress)
+    results = per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress, max_length)
     hits = [1.0 if np.argmax([ll for ll, _ in res]) == d["answer"] else 0.0 for d, res in zip(docs, results)]
     per_subject: dict[str, list[float]] = {}
     for d, hit in zip(docs, hits):

@@ -88,9 +88,11 @@ def requests(doc: dict) -> list[tuple[str]]:
     return [(detokenize(doc["page"]),)]
 
 
-def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bool = True,
+          max_length: int | None = None) -> dict[str, float]:
     """word_perplexity, byte_perplexity, bits_per_byte, token_perplexity, n."""
-    results = loglikelihood_rolling(model, tokenizer, [requests(d)[0][0] for d in docs], batch_size, progress)
+    results = loglikelihood_rolling(model, tokenizer, [requests(d)[0][0] for d in docs], batch_size, progress,
+                                    max_length)
     ll = sum(r[0] for r in results)
     words = sum(len(re.split(r"\s+", d["page"])) for d in docs)
     n_bytes = sum(len(d["page"].encode("utf-8")) for d in docs)
