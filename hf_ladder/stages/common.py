@@ -162,7 +162,7 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 def train(trainer, monitor: SampleMonitor):
     """Train, resuming from the last complete checkpoint; a fresh start first samples the untrained model
     (step 0), so every stage shows its samples before and after. Then choose the weights the stage keeps
-    (`keep_best`). While training, the LM head's output is fp32 (`fp32_logits`).
+    (`keep_best`).
 
     Returns:
         (the Trainer's TrainOutput, the step training started from, `keep_best`'s metrics).
@@ -187,28 +187,13 @@ def train(trainer, monitor: SampleMonitor):
         # Trainer.evaluate() before train() (sft, dpo: the "before" numbers) marks the bare model prepared; train()
         # would then skip the DDP wrap and every process would train alone (transformers 5.24, accelerate 1.15).
         trainer.model.__dict__.pop("_is_accelerate_prepared", None)
-    head = trainer.model.get_output_embeddings()
-    hook = head.register_forward_hook(fp32_logits) if head is not None else None
-    try:
-        output = trainer.train(resume_from_checkpoint=last)
-    finally:
-        if hook is not None:
-            hook.remove()
+    output = trainer.train(resume_from_checkpoint=last)
     if monitor.diverged:
         good = last_complete_checkpoint(Path(trainer.args.output_dir))
         raise TrainingError(f"{Path(trainer.args.output_dir).parent.name}: {monitor.diverged}; training stopped and "
                             f"nothing was saved. Last good checkpoint: {good or 'none'} (kept). Lower the learning "
                             f"rate or set max_grad_norm, then rerun (add --force to start over).")
     return output, first_step, keep_best(trainer, monitor)
-
-
-def fp32_logits(head, inputs, logits):
-    """A forward hook on the LM head: its (batch, T, vocab) logits cast to fp32 once, where bf16 autocast left
-    them bf16. Else they are copied to fp32 twice per step: by the loss (transformers' ForCausalLMLoss,
-    `logits.float()`) and by accelerate's `convert_outputs_to_fp32` around the prepared model's forward
-    (huggingface/accelerate#3477), which alone made the pretrain stage ~12 % slower than a bare loop
-    (bench/train_vs_bare.py). The same values either way: the loss reads the same fp32 copy."""
-    return logits.float()
 
 
 def keep_best(trainer, monitor: SampleMonitor) -> dict[str, float]:
