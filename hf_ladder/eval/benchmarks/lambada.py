@@ -40,8 +40,8 @@ def score(model, tokenizer, docs: list[dict], batch_size: int = 32, progress: bo
           max_length: int | None = None) -> dict[str, float]:
     """acc (the target word is greedy), its stderr, perplexity with its bootstrapped stderr, n. (The harness
     bootstraps with its own generator and 100000 resamples, so the perplexity stderrs agree only roughly.)"""
-    results = [res[0] for res in per_doc(model, tokenizer, [requests(d) for d in docs], batch_size, progress,
-                                               max_length)]
+    reqs = [requests(d) for d in docs]
+    results = [res[0] for res in per_doc(model, tokenizer, reqs, batch_size, progress, max_length)]
     lls = [ll for ll, _ in results]
     return {**accuracy("acc", [1.0 if greedy else 0.0 for _, greedy in results]),
             "perplexity": math.exp(-sum(lls) / len(lls)), "perplexity_stderr": bootstrap_perplexity_stderr(lls),
