@@ -1,29 +1,37 @@
 """The pretrain stage's training speed against a bare PyTorch loop doing the same work.
 
-    python bench/train_vs_bare.py [RECIPE] [--steps N] [--repeats K]
+    python bench/train_vs_bare.py [RECIPE] [--steps N] [--repeats K] [--slice SECONDS]
 
 The bare loop (below, nanoGPT-style) trains the recipe's model, built and initialised as the stage builds it, on the
 same packed blocks (the same tokenizer and corpus), at the same batch and block size, precision (bf16 autocast when
 the recipe's `bf16`), optimizer (torch AdamW, fused where the Trainer's `optim` is its default adamw_torch_fused,
 with the recipe's learning rate, betas, epsilon and weight decay, decay off for biases and LayerNorm weights as the
 Trainer does), schedule (`lr_scheduler_type`, `warmup_steps`) and
-gradient clipping (`max_grad_norm`). The stage runs `hf-ladder run pretrain` in-process with `max_steps=N`, once with
-the sample monitor at the recipe's cadence (sample rounds, evaluations and checkpoints every `sample_every`
-steps) and once with it off (`monitor.sample_every` above N: one round at the end). They alternate, bare, stage
-(monitor on), stage (monitor off), `--repeats` times, and the table gives medians of tokens/s (the stage's own
-`tokens_per_second`: tokens over the Trainer's `train_runtime`), the ratio to the bare loop, and the share of the
-stage's training time spent in sample rounds, in evaluations and in saving checkpoints (the ladder evaluates and
-saves on the monitor's cadence; the Trainer also evaluates and saves after the last step).
+gradient clipping (`max_grad_norm`). The stage runs as `hf-ladder run pretrain` runs it, with `max_steps=N`, once
+with the sample monitor at the recipe's cadence (sample rounds, evaluations and checkpoints every `sample_every`
+steps) and once with it off (`monitor.sample_every` above N: one round at the end, after the clock stops).
+
+The three runs (bare, monitor on, monitor off) are three processes. Each sets up on its own (tokenizer, data,
+model; the stage's first sample round), then stops itself where its training clock would start; from there they
+take turns on the CPU, `--slice` seconds each (SIGCONT / SIGSTOP from this script), so a change in the machine's
+speed while they train (on the shared VM the same bare loop ran anywhere from 21k to 36k tokens/s within about a
+minute) falls on all three alike. Each run's time is its training window (the bare loop: first step to last; the
+stage: the Trainer's `train_runtime` window) less the time it was stopped; tokens/s is tokens over that.
+`--repeats` such triples run one after another; the table gives medians: tokens/s, the ratio to the bare loop,
+and the share of the stage's training time spent in sample rounds, in evaluations and in saving checkpoints (the
+ladder evaluates and saves on the monitor's cadence; the Trainer also evaluates and saves after the last step).
 A benchmark, not a test: the figures depend on the machine, and nothing else should run beside it.
 """
 
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,9 +48,16 @@ from hf_ladder.monitor import SampleMonitor  # noqa: E402
 from hf_ladder.recipe import load_recipe  # noqa: E402
 
 
-def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
-    """Train `steps` optimizer steps with plain PyTorch; returns tokens/s, timed as the Trainer times
-    `train_runtime`: from before the first step (its warm-up included) to after the last."""
+def wait_for_turn() -> None:
+    """Stop this process until `take_turns` starts the runs together (a run started on its own goes on)."""
+    if os.environ.get("TRAIN_VS_BARE_TURNS") == "1":
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> dict:
+    """Train `steps` optimizer steps with plain PyTorch; returns the tokens trained and the training window
+    (`time.monotonic()` seconds), timed as the Trainer times `train_runtime`: from before the first step (its
+    warm-up included) to after the last."""
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=device() == "cpu", report_to="none",
                              **recipe.stages["pretrain"]["args"])
     set_seed(recipe.seed)
@@ -56,7 +71,8 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
     sched = get_scheduler(args.lr_scheduler_type, opt, args.get_warmup_steps(steps), steps)
     batch, gen = args.per_device_train_batch_size, torch.Generator().manual_seed(recipe.seed)
     order = torch.randperm(len(blocks), generator=gen)
-    start = time.perf_counter()
+    wait_for_turn()
+    start = time.monotonic()
     for step in range(steps):
         idx = order[(step * batch) % len(blocks):][:batch]
         if len(idx) < batch:
@@ -70,79 +86,148 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> float:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    return steps * batch * blocks.shape[1] / (time.perf_counter() - start)
+    return {"tokens": steps * batch * blocks.shape[1], "window": (start, time.monotonic())}
 
 
-def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict[str, float]:
-    """`hf-ladder run pretrain` with max_steps=steps; tokens/s and the shares of sample rounds, evaluations and
-    checkpoint saves."""
-    spent = {"rounds": 0.0, "saves": 0.0}
-    original, save = SampleMonitor.sample_round, Trainer._save_checkpoint
+def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict:
+    """`hf-ladder run pretrain` with max_steps=steps: the tokens trained, the Trainer's `train_runtime` window
+    and the windows of sample rounds, evaluations and checkpoint saves inside it (`time.monotonic()` seconds)."""
+    spans = {"rounds": [], "evals": [], "saves": []}
+    clock = {}
+    originals = (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
+                 Trainer._finalize_training)
+    sample_round, evaluate, save, inner, finalize = originals
 
-    def timed(self, model, step, *a, **k):
-        t = time.perf_counter()
-        try:
-            return original(self, model, step, *a, **k)
-        finally:
-            if step > 0:  # the round of the untrained model runs before the Trainer's clock starts
-                spent["rounds"] += time.perf_counter() - t
+    def timed(kind, f):
+        def wrapper(self, *a, **k):
+            t = time.monotonic()
+            try:
+                return f(self, *a, **k)
+            finally:
+                if "start" in clock and "end" not in clock:  # inside the training window only
+                    spans[kind].append((t, time.monotonic()))
+        return wrapper
 
-    def timed_save(self, *a, **k):
-        t = time.perf_counter()
-        try:
-            return save(self, *a, **k)
-        finally:
-            spent["saves"] += time.perf_counter() - t
+    def inner_timed(self, *a, **k):
+        wait_for_turn()
+        clock["start"] = time.monotonic()  # the Trainer's start_time is taken here, after its set-up (< 5 ms)
+        return inner(self, *a, **k)
+
+    def finalize_timed(self, *a, **k):
+        clock["end"] = time.monotonic()  # where the Trainer reads its clock for train_runtime
+        return finalize(self, *a, **k)
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}", f"pretrain.max_steps={steps}"]
         if not monitor_on:
             overrides.append(f"monitor.sample_every={steps + 1}")
         recipe = load_recipe(recipe_path, overrides)
-        SampleMonitor.sample_round, Trainer._save_checkpoint = timed, timed_save
+        (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
+         Trainer._finalize_training) = (timed("rounds", sample_round), timed("evals", evaluate),
+                                        timed("saves", save), inner_timed, finalize_timed)
         try:
             result = run_stage("pretrain", recipe)
         finally:
-            SampleMonitor.sample_round, Trainer._save_checkpoint = original, save
-        m = result.metrics
-        runtime = m["train_runtime_s"]
-        logs = json.loads((Path(tmp) / "pretrain" / "log_history.json").read_text())
-        evals = sum(h.get("eval_runtime", 0.0) for h in logs)
-        return {"tokens_per_second": m["tokens_per_second"], "rounds_share": spent["rounds"] / runtime,
-                "eval_share": evals / runtime, "save_share": spent["saves"] / runtime}
+            (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
+             Trainer._finalize_training) = originals
+    m = result.metrics
+    return {"tokens": m["tokens_per_second"] * m["train_runtime_s"], "window": (clock["start"], clock["end"]),
+            **spans}
+
+
+def measure(recipe_path: str, steps: int, kind: str) -> dict:
+    """One run of `kind` ("bare", "on": the stage with the monitor on, "off": with it off), in this process."""
+    kept = keep_freed_memory()  # what `hf-ladder` does first thing
+    if kind != "bare":
+        return {**stage_run(recipe_path, steps, monitor_on=kind == "on"), "kept": kept}
+    recipe = load_recipe(recipe_path)
+    corpus = load_corpus(recipe.data)
+    tokenizer = get_tokenizer(recipe.tokenizer, corpus.train, model_max_length=recipe.data.block_size)
+    blocks = pack(encode_documents(tokenizer, corpus.train), recipe.data.block_size)  # (n, block_size)
+    return {**bare_loop(recipe, blocks, tokenizer, steps), "kept": kept}
+
+
+def take_turns(recipe_path: str, steps: int, kinds: list[str], slice_s: float) -> dict[str, dict]:
+    """Run `measure` for each kind in a process of its own: each sets up alone until it stops itself at the start
+    of its training (`wait_for_turn`); then they take turns, `slice_s` seconds each, stopped while the others run.
+    Returns kind -> its result with "stopped", the spans (start, end) it spent stopped once training had begun."""
+    procs, logs, stopped = {}, {}, {k: [] for k in kinds}
+
+    def failed(kind):
+        logs[kind].seek(0)
+        raise SystemExit(f"the {kind} run failed:\n{logs[kind].read()[-3000:]}")
+
+    for kind in kinds:  # set-ups one after another, alone on the CPU
+        logs[kind] = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block a running child
+        procs[kind] = subprocess.Popen([sys.executable, __file__, recipe_path, "--steps", str(steps), "--only",
+                                        kind], stdout=logs[kind], stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, "TRAIN_VS_BARE_TURNS": "1"})
+        _, status = os.waitpid(procs[kind].pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            failed(kind)
+    live = list(kinds)
+    while live:
+        for kind in list(live):
+            p, t = procs[kind], time.monotonic()
+            if stopped[kind]:
+                stopped[kind][-1][1] = t
+            p.send_signal(signal.SIGCONT)
+            try:
+                p.wait(timeout=slice_s)
+                live.remove(kind)
+                if p.returncode != 0:
+                    failed(kind)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGSTOP)
+                stopped[kind].append([time.monotonic(), None])
+    results = {}
+    for kind in kinds:
+        logs[kind].seek(0)
+        results[kind] = {**json.loads(logs[kind].read().strip().splitlines()[-1]), "stopped": stopped[kind]}
+    return results
+
+
+def running(span, stopped) -> float:
+    """Seconds of `span` (start, end) during which the process was not stopped."""
+    start, end = span
+    return (end - start) - sum(max(0.0, min(end, b) - max(start, a)) for a, b in stopped if b is not None)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", nargs="?", default="recipes/shakespeare-tiny.yaml")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--slice", type=float, default=1.0, help="seconds each run has the CPU at a time")
+    p.add_argument("--only", choices=["bare", "on", "off"], help=argparse.SUPPRESS)  # one run, as JSON (internal)
     a = p.parse_args()
-    kept = keep_freed_memory()
+    if a.only:
+        print(json.dumps(measure(a.recipe, a.steps, a.only)))
+        return
     recipe = load_recipe(a.recipe)
-    corpus = load_corpus(recipe.data)
-    tokenizer = get_tokenizer(recipe.tokenizer, corpus.train, model_max_length=recipe.data.block_size)
-    blocks = pack(encode_documents(tokenizer, corpus.train), recipe.data.block_size)  # (n, block_size)
-    bare, on, off = [], [], []
-    for _ in range(a.repeats):
-        bare.append(bare_loop(recipe, blocks, tokenizer, a.steps))
-        on.append(stage_run(a.recipe, a.steps, monitor_on=True))
-        off.append(stage_run(a.recipe, a.steps, monitor_on=False))
-    b = statistics.median(bare)
+    rows: dict[str, list[dict]] = {"bare": [], "on": [], "off": []}
+    for r in range(a.repeats):
+        results = take_turns(a.recipe, a.steps, list(rows), a.slice)
+        for kind, res in results.items():
+            train_s = running(res["window"], res["stopped"])
+            rows[kind].append({"tokens_per_second": res["tokens"] / train_s, **{
+                f"{part}_share": sum(running(s, res["stopped"]) for s in res[part]) / train_s
+                for part in ("rounds", "evals", "saves") if part in res}})
+        print(f"repeat {r + 1}/{a.repeats}: " + ", ".join(f"{k} {v[-1]['tokens_per_second']:,.0f}"
+                                                       for k, v in rows.items()) + " tokens/s", flush=True)
+    b = statistics.median(r["tokens_per_second"] for r in rows["bare"])
     where = device() if device() != "cpu" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{recipe.name}: {a.steps} steps x {a.repeats}, batch "
-          f"{recipe.stages['pretrain']['args'].get('per_device_train_batch_size', 8)} x {recipe.data.block_size}, "
-          f"{where}, torch {torch.__version__}, glibc thresholds raised: {kept}, sample_every "
-          f"{recipe.monitor.sample_every}")
+    print(f"\n{recipe.name}: {a.steps} steps x {a.repeats}, the three runs taking turns {a.slice:g} s at a time, "
+          f"batch {recipe.stages['pretrain']['args'].get('per_device_train_batch_size', 8)} x "
+          f"{recipe.data.block_size}, {where}, torch {torch.__version__}, glibc thresholds raised: "
+          f"{results['bare']['kept']}, sample_every {recipe.monitor.sample_every}")
     print(f"{'loop':<22} {'tokens/s':>10} {'x bare':>7} {'rounds %':>9} {'evals %':>8} {'saves %':>8}")
     print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.2f}")
-    for name, runs in (("stage, monitor on", on), ("stage, monitor off", off)):
-        tps = statistics.median(r["tokens_per_second"] for r in runs)
-        rounds = statistics.median(r["rounds_share"] for r in runs)
-        evals = statistics.median(r["eval_share"] for r in runs)
-        saves = statistics.median(r["save_share"] for r in runs)
-        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.2f} {100 * rounds:>8.1f}% {100 * evals:>7.1f}% "
-              f"{100 * saves:>7.1f}%")
+    for name, kind in (("stage, monitor on", "on"), ("stage, monitor off", "off")):
+        tps = statistics.median(r["tokens_per_second"] for r in rows[kind])
+        shares = [100 * statistics.median(r[f"{part}_share"] for r in rows[kind])
+                  for part in ("rounds", "evals", "saves")]
+        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.2f} {shares[0]:>8.1f}% {shares[1]:>7.1f}% {shares[2]:>7.1f}%")
 
 
 if __name__ == "__main__":
