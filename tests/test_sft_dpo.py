@@ -159,6 +159,10 @@ def test_sft_learns_the_replies_and_to_stop(sft_result, base_run):
     assert first == 0 and last == m["global_step"]
     assert {r["prompt"] for r in rows if r["step"] == first} == {r["prompt"] for r in rows if r["step"] == last}
     assert any(r["ended"] for r in rows if r["step"] == last) and not any(r["ended"] for r in rows if r["step"] == 0)
+    # the Trainer's TensorBoard writer logs training in the stage folder, and there it logged the "before"
+    # evaluation too (opened by that evaluation, it would have gone to the working directory's ./runs/)
+    events = [e.read_bytes() for e in (stage / "checkpoints" / "runs").glob("*/events.out.tfevents.*")]
+    assert any(b"train/loss" in e and b"eval/loss" in e for e in events)
 
 
 def test_dpo_chains_from_sft_and_prefers_the_real_reply(sft_result, base_run):

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset
+from transformers.integrations import TensorBoardCallback
+from transformers.integrations.integration_utils import default_logdir
 
 from hf_ladder.generate import generation_config
 from hf_ladder.modeling import context_length, device, load_tokenizer
@@ -157,6 +159,16 @@ def last_complete_checkpoint(folder: Path) -> str | None:
             print(f"removing {path}: incomplete (the run was stopped while saving it)")
             shutil.rmtree(path, ignore_errors=True)  # another process may be removing it too
     return None
+
+
+def tensorboard_in_stage(trainer) -> None:
+    """Point the Trainer's TensorBoard writer at `<output_dir>/runs/<date>_<host>/`, where `train()` would put it,
+    before anything is logged. transformers 5.24's `TensorBoardCallback` chooses that folder in `on_train_begin`
+    but opens its writer at the first log, so an `evaluate()` before `train()` (SFT's "before" numbers) would
+    open it in the working directory's `./runs/` and the whole stage would log there."""
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
+            cb.logging_dir = str(Path(trainer.args.output_dir) / default_logdir())
 
 
 def train(trainer, monitor: SampleMonitor):

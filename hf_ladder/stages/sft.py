@@ -35,6 +35,7 @@ from hf_ladder.stages.common import (
     global_batch,
     monitor_metrics,
     status_of,
+    tensorboard_in_stage,
     train,
     training_defaults,
     tuning_tokenizer,
@@ -88,6 +89,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     check_max_length("sft", args.max_length, model)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, callbacks=[monitor],
                          train_dataset=kept, eval_dataset=test_rows)
+    tensorboard_in_stage(trainer)  # before the "before" evaluation logs anything
     masking = args.assistant_only_loss if conversational else args.completion_only_loss is not False
     return Prepared(trainer, monitor, held_out, source, dropped, masking)
 
