@@ -142,6 +142,13 @@ def test_a_loss_on_the_whole_prompt_is_refused_when_masking_is_on():
     assert sft.show_masking(SimpleNamespace(processing_class=tok, train_dataset=ds), masking=False) == 1.0
 
 
+def logged_training_and_before_in(stage: Path) -> bool:
+    """The Trainer's TensorBoard writer logged training in the stage folder, and the "before" evaluation with it
+    (opened by that evaluation, the writer would have gone to the working directory's ./runs/)."""
+    events = [e.read_bytes() for e in (stage / "checkpoints" / "runs").glob("*/events.out.tfevents.*")]
+    return any(b"train/loss" in e and b"eval/loss" in e for e in events)
+
+
 @pytest.fixture(scope="module")
 def sft_result(base_run):
     return run_stage("sft", base_run)
@@ -159,10 +166,7 @@ def test_sft_learns_the_replies_and_to_stop(sft_result, base_run):
     assert first == 0 and last == m["global_step"]
     assert {r["prompt"] for r in rows if r["step"] == first} == {r["prompt"] for r in rows if r["step"] == last}
     assert any(r["ended"] for r in rows if r["step"] == last) and not any(r["ended"] for r in rows if r["step"] == 0)
-    # the Trainer's TensorBoard writer logs training in the stage folder, and there it logged the "before"
-    # evaluation too (opened by that evaluation, it would have gone to the working directory's ./runs/)
-    events = [e.read_bytes() for e in (stage / "checkpoints" / "runs").glob("*/events.out.tfevents.*")]
-    assert any(b"train/loss" in e and b"eval/loss" in e for e in events)
+    assert logged_training_and_before_in(stage)
 
 
 def test_dpo_chains_from_sft_and_prefers_the_real_reply(sft_result, base_run):
@@ -176,6 +180,7 @@ def test_dpo_chains_from_sft_and_prefers_the_real_reply(sft_result, base_run):
     # The recipe's reason for loss_type [sigmoid, sft] (RPO's NLL term on the chosen reply): answers still end.
     # Measured here: 64% -> 60%; the same DPO without the NLL term: 64% -> 0% (next test).
     assert m["eos_rate_before"] > 0.4 and m["eos_rate_after"] >= m["eos_rate_before"] - 0.15
+    assert logged_training_and_before_in(Path(base_run.run_dir) / "dpo")
 
 
 def test_dpo_without_its_nll_term_stops_ending_its_answers(sft_result, base_run, tmp_path):

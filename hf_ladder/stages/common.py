@@ -164,8 +164,8 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 def tensorboard_in_stage(trainer) -> None:
     """Point the Trainer's TensorBoard writer at `<output_dir>/runs/<date>_<host>/`, where `train()` would put it,
     before anything is logged. transformers 5.24's `TensorBoardCallback` chooses that folder in `on_train_begin`
-    but opens its writer at the first log, so an `evaluate()` before `train()` (SFT's "before" numbers) would
-    open it in the working directory's `./runs/` and the whole stage would log there."""
+    but opens its writer at the first log, so an `evaluate()` before `train()` (the "before" numbers) would
+    open it in the working directory's `./runs/` and the whole stage would log there (SFT and DPO call this)."""
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
             cb.logging_dir = str(Path(trainer.args.output_dir) / default_logdir())

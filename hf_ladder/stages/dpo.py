@@ -36,6 +36,7 @@ from hf_ladder.stages.common import (
     global_batch,
     monitor_metrics,
     status_of,
+    tensorboard_in_stage,
     train,
     training_defaults,
     tuning_tokenizer,
@@ -80,6 +81,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
                             out / "samples.jsonl", seed=recipe.seed)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer, callbacks=[monitor],
                          train_dataset=trl_pairs(train_pairs, tokenizer), eval_dataset=trl_pairs(test_pairs, tokenizer))
+    tensorboard_in_stage(trainer)  # before the "before" evaluation logs anything
     return Prepared(trainer, monitor, test_pairs, source)
 
 
