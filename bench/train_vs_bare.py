@@ -157,29 +157,34 @@ def take_turns(recipe_path: str, steps: int, kinds: list[str], slice_s: float) -
         logs[kind].seek(0)
         raise SystemExit(f"the {kind} run failed:\n{logs[kind].read()[-3000:]}")
 
-    for kind in kinds:  # set-ups one after another, alone on the CPU
-        logs[kind] = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block a running child
-        procs[kind] = subprocess.Popen([sys.executable, __file__, recipe_path, "--steps", str(steps), "--only",
-                                        kind], stdout=logs[kind], stderr=subprocess.STDOUT, text=True,
-                                       env={**os.environ, "TRAIN_VS_BARE_TURNS": "1"})
-        _, status = os.waitpid(procs[kind].pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(status):
-            failed(kind)
-    live = list(kinds)
-    while live:
-        for kind in list(live):
-            p, t = procs[kind], time.monotonic()
-            if stopped[kind]:
-                stopped[kind][-1][1] = t
-            p.send_signal(signal.SIGCONT)
-            try:
-                p.wait(timeout=slice_s)
-                live.remove(kind)
-                if p.returncode != 0:
-                    failed(kind)
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGSTOP)
-                stopped[kind].append([time.monotonic(), None])
+    try:
+        for kind in kinds:  # set-ups one after another, alone on the CPU
+            logs[kind] = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block a running child
+            procs[kind] = subprocess.Popen([sys.executable, __file__, recipe_path, "--steps", str(steps), "--only",
+                                            kind], stdout=logs[kind], stderr=subprocess.STDOUT, text=True,
+                                           env={**os.environ, "TRAIN_VS_BARE_TURNS": "1"})
+            _, status = os.waitpid(procs[kind].pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                failed(kind)
+        live = list(kinds)
+        while live:
+            for kind in list(live):
+                p, t = procs[kind], time.monotonic()
+                if stopped[kind]:
+                    stopped[kind][-1][1] = t
+                p.send_signal(signal.SIGCONT)
+                try:
+                    p.wait(timeout=slice_s)
+                    live.remove(kind)
+                    if p.returncode != 0:
+                        failed(kind)
+                except subprocess.TimeoutExpired:
+                    p.send_signal(signal.SIGSTOP)
+                    stopped[kind].append([time.monotonic(), None])
+    finally:  # an interrupted bench leaves no stopped process behind
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
     results = {}
     for kind in kinds:
         logs[kind].seek(0)
