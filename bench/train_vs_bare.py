@@ -209,6 +209,7 @@ def main():
     if a.only:
         print(json.dumps(measure(a.recipe, a.steps, a.only)))
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` or `timeout` runs take_turns' clean-up too
     recipe = load_recipe(a.recipe)
     rows: dict[str, list[dict]] = {"bare": [], "on": [], "off": []}
     for r in range(a.repeats):
