@@ -24,6 +24,7 @@ A benchmark, not a test: the figures depend on the machine, and nothing else sho
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -94,45 +96,47 @@ def stage_run(recipe_path: str, steps: int, monitor_on: bool) -> dict:
     and the windows of sample rounds, evaluations and checkpoint saves inside it (`time.monotonic()` seconds)."""
     spans = {"rounds": [], "evals": [], "saves": []}
     clock = {}
-    originals = (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
-                 Trainer._finalize_training)
-    sample_round, evaluate, save, inner, finalize = originals
 
-    def timed(kind, f):
-        def wrapper(self, *a, **k):
-            t = time.monotonic()
-            try:
+    def timed(kind):  # the span of each call inside the training window
+        def decorate(f):
+            def wrapper(self, *a, **k):
+                t = time.monotonic()
+                try:
+                    return f(self, *a, **k)
+                finally:
+                    if "start" in clock and "end" not in clock:
+                        spans[kind].append((t, time.monotonic()))
+            return wrapper
+        return decorate
+
+    def clocked(key, wait=False):  # the time the call starts (after this run's turn comes, with `wait`)
+        def decorate(f):
+            def wrapper(self, *a, **k):
+                if wait:
+                    wait_for_turn()
+                clock[key] = time.monotonic()
                 return f(self, *a, **k)
-            finally:
-                if "start" in clock and "end" not in clock:  # inside the training window only
-                    spans[kind].append((t, time.monotonic()))
-        return wrapper
+            return wrapper
+        return decorate
 
-    def inner_timed(self, *a, **k):
-        wait_for_turn()
-        clock["start"] = time.monotonic()  # the Trainer's start_time is taken here, after its set-up (< 5 ms)
-        return inner(self, *a, **k)
-
-    def finalize_timed(self, *a, **k):
-        clock["end"] = time.monotonic()  # where the Trainer reads its clock for train_runtime
-        return finalize(self, *a, **k)
+    wrappers = {(SampleMonitor, "sample_round"): timed("rounds"), (Trainer, "evaluate"): timed("evals"),
+                (Trainer, "_save_checkpoint"): timed("saves"),
+                # the Trainer's start_time is taken in _inner_training_loop after its set-up (< 5 ms), and
+                # _finalize_training reads its clock for train_runtime first thing
+                (Trainer, "_inner_training_loop"): clocked("start", wait=True),
+                (Trainer, "_finalize_training"): clocked("end")}
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}", f"pretrain.max_steps={steps}"]
         if not monitor_on:
             overrides.append(f"monitor.sample_every={steps + 1}")
         recipe = load_recipe(recipe_path, overrides)
-        (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
-         Trainer._finalize_training) = (timed("rounds", sample_round), timed("evals", evaluate),
-                                        timed("saves", save), inner_timed, finalize_timed)
-        try:
+        with contextlib.ExitStack() as patches:
+            for (cls, name), wrap in wrappers.items():
+                patches.enter_context(mock.patch.object(cls, name, wrap(getattr(cls, name))))
             result = run_stage("pretrain", recipe)
-        finally:
-            (SampleMonitor.sample_round, Trainer.evaluate, Trainer._save_checkpoint, Trainer._inner_training_loop,
-             Trainer._finalize_training) = originals
     m = result.metrics
-    return {"tokens": m["tokens_per_second"] * m["train_runtime_s"], "window": (clock["start"], clock["end"]),
-            **spans}
+    return {"tokens": m["tokens_seen"], "window": (clock["start"], clock["end"]), **spans}  # a fresh run: from step 0
 
 
 def measure(recipe_path: str, steps: int, kind: str) -> dict:
