@@ -4,7 +4,8 @@
 
 Times optimizer steps of the recipe's model at its batch and block size (random token ids: throughput
 does not depend on the text), after a few warm-up steps, for fp32 / bf16 autocast x sdpa / eager
-attention, and prints a table. A benchmark, not a test: the figures depend on the machine.
+attention, and prints a table (bf16 on a CPU without native bf16, `modeling.native_bf16`: 2 steps after 1 warm-up,
+tens of times slower there). A benchmark, not a test: the figures depend on the machine.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_ladder.modeling import device
+from hf_ladder.modeling import device, native_bf16
 from hf_ladder.recipe import load_recipe
 
 
@@ -52,9 +53,11 @@ def main():
           f"{recipe.data.block_size}, {where}, torch {torch.__version__}")
     print(f"{'precision':<10} {'attention':<10} {'tokens/s':>10}")
     for bf16 in (False, True):
+        steps, warmup, note = ((args.steps, 3, "") if native_bf16() or not bf16 else
+                               (2, 1, f"  (no native bf16 on this {torch.backends.cpu.get_cpu_capability()} CPU)"))
         for attn in ("sdpa", "eager"):
-            print(f"{'bf16' if bf16 else 'fp32':<10} {attn:<10} {time_steps(recipe, attn, bf16, args.steps):>10,.0f}",
-                  flush=True)
+            tps = time_steps(recipe, attn, bf16, steps, warmup)
+            print(f"{'bf16' if bf16 else 'fp32':<10} {attn:<10} {tps:>10,.0f}{note}", flush=True)
 
 
 if __name__ == "__main__":

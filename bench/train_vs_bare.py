@@ -3,10 +3,10 @@
     python bench/train_vs_bare.py [RECIPE] [--steps N] [--repeats K] [--slice SECONDS]
 
 The bare loop (below, nanoGPT-style) trains the recipe's model, built and initialised as the stage builds it, on the
-same packed blocks (the same tokenizer and corpus), at the same batch and block size, precision (bf16 autocast when
-the recipe's `bf16`), optimizer (torch AdamW, fused where the Trainer's `optim` is its default adamw_torch_fused,
-with the recipe's learning rate, betas, epsilon and weight decay, decay off for biases and LayerNorm weights as the
-Trainer does), schedule (`lr_scheduler_type`, `warmup_steps`) and
+same packed blocks (the same tokenizer and corpus), at the same batch and block size, precision (bf16 autocast where
+the stage's `bf16` is on, `stages.common.training_defaults`), optimizer (torch AdamW, fused where the Trainer's
+`optim` is its default adamw_torch_fused, with the recipe's learning rate, betas, epsilon and weight decay, decay off
+for biases and LayerNorm weights as the Trainer does), schedule (`lr_scheduler_type`, `warmup_steps`) and
 gradient clipping (`max_grad_norm`). The stage runs as `hf-ladder run pretrain` runs it, with `max_steps=N`, once
 with the sample monitor at the recipe's cadence (sample rounds, evaluations and checkpoints every `sample_every`
 steps) and once with it off (`monitor.sample_every` above N: one round at the end, after the clock stops).
@@ -48,6 +48,7 @@ from hf_ladder.ladder import run_stage  # noqa: E402
 from hf_ladder.modeling import build_model, device  # noqa: E402
 from hf_ladder.monitor import SampleMonitor  # noqa: E402
 from hf_ladder.recipe import load_recipe  # noqa: E402
+from hf_ladder.stages.common import training_defaults  # noqa: E402
 
 
 def wait_for_turn() -> None:
@@ -60,8 +61,8 @@ def bare_loop(recipe, blocks: torch.Tensor, tokenizer, steps: int) -> dict:
     """Train `steps` optimizer steps with plain PyTorch; returns the tokens trained and the training window
     (`time.monotonic()` seconds), timed as the Trainer times `train_runtime`: from before the first step (its
     warm-up included) to after the last."""
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=device() == "cpu", report_to="none",
-                             **recipe.stages["pretrain"]["args"])
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), **{  # the stage's arguments, precision included
+        **training_defaults(recipe.stages["pretrain"]["args"], recipe), "report_to": "none"})
     set_seed(recipe.seed)
     model = build_model(recipe.model, tokenizer).to(device()).train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -227,9 +228,10 @@ def main():
                                                        for k, v in rows.items()) + " tokens/s", flush=True)
     b = statistics.median(r["tokens_per_second"] for r in rows["bare"])
     where = device() if device() != "cpu" else f"CPU, {torch.get_num_threads()} threads"
+    precision = "bf16" if training_defaults(recipe.stages["pretrain"]["args"], recipe)["bf16"] else "fp32"
     print(f"\n{recipe.name}: {a.steps} steps x {a.repeats}, the three runs taking turns {a.slice:g} s at a time, "
           f"batch {recipe.stages['pretrain']['args'].get('per_device_train_batch_size', 8)} x "
-          f"{recipe.data.block_size}, {where}, torch {torch.__version__}, glibc thresholds raised: "
+          f"{recipe.data.block_size}, {where}, {precision}, torch {torch.__version__}, glibc thresholds raised: "
           f"{results['bare']['kept']}, sample_every {recipe.monitor.sample_every}")
     print(f"{'loop':<22} {'tokens/s':>10} {'x bare':>7} {'rounds %':>9} {'evals %':>8} {'saves %':>8}")
     print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.2f}")

@@ -234,9 +234,8 @@ def test_a_stage_with_push_to_hub_is_pushed_after_it_finishes_not_by_the_trainer
     recipe = load_recipe(DEFAULT_RECIPE, [f"run_dir={run_dir}", "quantize.push_to_hub=true",
                                           "quantize.hub_model_id=me/tiny", "sft.push_to_hub=true",
                                           "sft.hub_model_id=me/tiny-sft"])
-    context = mock.Mock(recipe=recipe)
     assert recipe.stages["sft"]["hub"].push_to_hub and "push_to_hub" not in recipe.stages["sft"]["args"]
-    assert training_defaults(recipe.stages["sft"]["args"], context)["push_to_hub"] is False  # the Trainer never pushes
+    assert training_defaults(recipe.stages["sft"]["args"], recipe)["push_to_hub"] is False  # the Trainer never pushes
     with mock.patch("hf_ladder.hub.HfApi") as api_cls:
         api_cls.return_value.upload_folder.return_value = mock.Mock(commit_url="https://hf.co/c")
         publish("quantize", recipe, Run(recipe))

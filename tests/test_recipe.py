@@ -107,3 +107,23 @@ def test_model_context_defaults_to_block_size(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert load_recipe(path, ["data.block_size=96"]).model["n_positions"] == 96
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_follows_the_hardware_unless_the_recipe_says(native, monkeypatch, capsys):
+    """The default recipe names no `bf16`: every training stage autocasts to bf16 exactly where the device has it
+    natively (on an AVX2 CPU bf16 matmuls run ~50x slower than fp32); an explicit key wins, and `bf16: true` on a
+    CPU without it says so."""
+    from hf_ladder.stages import common
+    monkeypatch.setattr(common, "native_bf16", lambda: native)
+    recipe = load_recipe(DEFAULT_RECIPE)
+    trained = [name for name, section in recipe.stages.items() if "args" in section]
+    assert trained == ["pretrain", "sft", "dpo", "lora"]
+    assert all(common.training_defaults(recipe.stages[s]["args"], recipe)["bf16"] is native for s in trained)
+    assert "warning" not in capsys.readouterr().out
+    forced = load_recipe(DEFAULT_RECIPE, ["pretrain.bf16=true", "sft.bf16=false", "dpo.fp16=true"])
+    assert common.training_defaults(forced.stages["pretrain"]["args"], forced)["bf16"] is True
+    assert common.training_defaults(forced.stages["sft"]["args"], forced)["bf16"] is False
+    assert common.training_defaults(forced.stages["dpo"]["args"], forced)["bf16"] is False  # fp16 asked instead
+    warned = capsys.readouterr().out
+    assert ("bf16: true on a CPU without native bf16" in warned) is (not native and common.device() == "cpu")

@@ -9,17 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from datasets import Dataset
 from transformers.integrations import TensorBoardCallback
 from transformers.integrations.integration_utils import default_logdir
 
 from hf_ladder.generate import generation_config
-from hf_ladder.modeling import context_length, device, load_tokenizer
+from hf_ladder.modeling import context_length, device, load_tokenizer, native_bf16
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.monitor.trackers import Trackers
 from hf_ladder.plots import plot_losses
 from hf_ladder.runs import Context, Run, StageResult, TrainingError, save_model, write_json, write_yaml
-from hf_ladder.schema import RecipeError
+from hf_ladder.schema import Recipe, RecipeError
 
 EOS_PROMPTS = 50  # held-out prompts whose greedy answers SFT and DPO check for eos
 
@@ -52,20 +53,27 @@ class Stage:
         return self.rungs(self.name, result, run.stage_dir(self.name))
 
 
-def training_defaults(args: dict, ctx: Context) -> dict:
+def training_defaults(args: dict, recipe: Recipe) -> dict:
     """The recipe's training arguments over the ladder's defaults: the CPU when there is no accelerator,
-    evaluate, sample and checkpoint on the monitor's rhythm, keep two checkpoints: the last and the one of the
-    best validation loss (with `metric_for_best_model` the Trainer tracks it and keeps it out of rotation, for
-    `keep_best`), log to TensorBoard (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe),
-    let a nan / inf loss through to the monitor's divergence check (transformers would average it away), use
-    the recipe's seed. Publishing is hf-ladder's, after the stage (`hf_ladder.hub`), never the Trainer's."""
-    every = ctx.recipe.monitor.sample_every
+    bf16 autocast where the device computes bf16 natively (`modeling.native_bf16`; else fp32, and a recipe's
+    explicit `bf16: true` there is kept but warned about), evaluate, sample and checkpoint on the monitor's
+    rhythm, keep two checkpoints: the last and the one of the best validation loss (with `metric_for_best_model`
+    the Trainer tracks it and keeps it out of rotation, for `keep_best`), log to TensorBoard
+    (`<stage>/checkpoints/runs/`; `report_to: wandb` or `none` in the recipe), let a nan / inf loss through to
+    the monitor's divergence check (transformers would average it away), use the recipe's seed. Publishing is
+    hf-ladder's, after the stage (`hf_ladder.hub`), never the Trainer's."""
+    every = recipe.monitor.sample_every
     defaults = {"use_cpu": device() == "cpu", "eval_strategy": "steps", "eval_steps": every,
                 "save_strategy": "steps", "save_steps": every, "save_total_limit": 2,
                 "metric_for_best_model": "eval_loss",
-                "logging_steps": max(1, min(every // 2, 50)), "report_to": "tensorboard", "seed": ctx.recipe.seed,
+                "logging_steps": max(1, min(every // 2, 50)), "report_to": "tensorboard", "seed": recipe.seed,
                 "logging_nan_inf_filter": False,
-                "per_device_eval_batch_size": args.get("per_device_train_batch_size", 8)}
+                "per_device_eval_batch_size": args.get("per_device_train_batch_size", 8),
+                "bf16": native_bf16() and not args.get("fp16")}
+    if args.get("bf16") and device() == "cpu" and not native_bf16():  # (a GPU without it: transformers refuses)
+        print(f"warning: bf16: true on a CPU without native bf16 (its best kernels: "
+              f"{torch.backends.cpu.get_cpu_capability()}): bf16 matmuls run tens of times slower than fp32 here; "
+              f"leave `bf16` out of the recipe and the ladder trains in fp32 on this machine", flush=True)
     return {**defaults, **args, "push_to_hub": False}
 
 

@@ -70,7 +70,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
         train_pairs, test_pairs = (own_samples_as_rejected(model, tokenizer, pairs, recipe, source)
                                    for pairs in (train_pairs, test_pairs))
         source += ", rejected = the starting model's own sample"
-    args = DPOConfig(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
+    args = DPOConfig(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx.recipe))
     check_max_length("dpo", args.max_length, model)
     train_pairs, _ = drop_long_prompts("dpo", train_pairs, tokenizer, args.max_length)
     test_pairs, _ = drop_long_prompts("dpo", test_pairs, tokenizer, args.max_length)

@@ -91,7 +91,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
           f"trainable of {total:,} parameters ({100 * trainable / total:.2f} %)"
           + (" · QLoRA: quantized base" if qlora else ""))
 
-    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
+    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx.recipe))
     speakers = top_speakers(play, len(recipe.monitor.prompts))
     monitor = SampleMonitor(dataclasses.replace(recipe.monitor, prompts=[f"{s}:\n" for s in speakers]),
                             tokenizer, train_scenes, out / "samples.jsonl", seed=recipe.seed)

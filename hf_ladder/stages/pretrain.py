@@ -63,7 +63,7 @@ def run(cfg: dict, ctx: Context) -> StageResult:
     model = build_model(recipe.model, tokenizer)
     if block_size > (positions := context_length(model)):
         raise RecipeError(f"data.block_size: {block_size} is above the model's context ({positions} positions)")
-    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx))
+    args = TrainingArguments(output_dir=str(out / "checkpoints"), **training_defaults(cfg["args"], ctx.recipe))
     batch = global_batch(args)
     steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * len(train_blocks) / batch)
     print(describe_scale(model, train_blocks.numel(), steps * batch * block_size))

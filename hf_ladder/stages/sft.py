@@ -73,7 +73,7 @@ def prepare(cfg: dict, ctx: Context) -> Prepared:
     conversational = "messages" in train_rows.column_names
     if conversational:
         sft_kwargs.setdefault("assistant_only_loss", True)
-    args = SFTConfig(output_dir=str(out / "checkpoints"), **training_defaults(sft_kwargs, ctx))
+    args = SFTConfig(output_dir=str(out / "checkpoints"), **training_defaults(sft_kwargs, ctx.recipe))
 
     kept, dropped = drop_long_prompts("sft", train_rows, tokenizer, args.max_length)
     test_rows, _ = drop_long_prompts("sft", test_rows, tokenizer, args.max_length)
