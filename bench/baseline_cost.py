@@ -2,7 +2,7 @@
 
     python bench/baseline_cost.py [RECIPE] [--rounds N]
 
-Baselines: the recipe's `eval.baselines` in `eval.baseline_dtype`, scored exactly as `hf-ladder eval` scores a rung
+Baselines: the recipe's `eval.baselines` in `suite.baseline_dtype`, scored exactly as `hf-ladder eval` scores a rung
 (`hf_ladder.eval.suite.score_rung`: the recipe's tasks, limits, prompt sets and judge), seconds per task. A baseline
 that cannot load (GPT-2 without the Hub) is listed as such. Judge (`monitor.judge`): judge_ppl of one sample round
 (the monitor's prompts x greedy and sampled, continuations of `monitor.generation.max_new_tokens` tokens of the
@@ -33,11 +33,11 @@ def baselines(recipe, validation_text: str) -> None:
     docs, tasks = suite.load_tasks(list(cfg.tasks), suite.benchmark_data(cfg.data_dir), cfg.limit)
     prompt_sets = suite.load_prompts(cfg.prompts) if "samples" in tasks else {}
     judge = load_judge(cfg.judge) if prompt_sets else None
-    print(f"\nbaselines ({cfg.baseline_dtype}), tasks at the recipe's limits {cfg.limit}; seconds per task")
+    print(f"\nbaselines ({suite.baseline_dtype(cfg)}), tasks at the recipe's limits {cfg.limit}; seconds per task")
     print(f"{'baseline':<24} " + " ".join(f"{t:>12}" for t in tasks) + f" {'total':>8}")
     for source in cfg.baselines:
         try:
-            model, tokenizer = suite.load(source, cfg.baseline_dtype)
+            model, tokenizer = suite.load(source, suite.baseline_dtype(cfg))
         except (OSError, ValueError, ImportError) as e:
             print(f"{suite.baseline_name(source):<24} not loaded here ({type(e).__name__})")
             continue

@@ -113,9 +113,10 @@ class EvalConfig:
              "packaged GGUF's short name (smollm2-135m-instruct); [] = none",
         factory=lambda: ["openai-community/gpt2", JUDGE])
     judge: str | None = _help(JUDGE, "the reference model that reads every sample (judge_ppl); null = no judge")
-    baseline_dtype: Literal["float32", "bfloat16"] = _help(
-        "bfloat16", "the baselines' weights while scored (lm-eval's dtype=): bfloat16 is SmolLM2's own dtype and ~3x "
-                    "faster on CPUs with AMX; the rungs are always scored in float32")
+    baseline_dtype: Literal["float32", "bfloat16"] | None = _help(
+        None, "the baselines' weights while scored (lm-eval's dtype=); null = bfloat16 (SmolLM2's own dtype, ~3x "
+              "faster on CPUs with AMX) where the device computes bf16 natively, else float32 (an AVX2 CPU runs bf16 "
+              "tens of times slower); the rungs are always scored in float32")
     max_length: Positive | None = _help(
         None, "tokens a model reads at once (lm-eval's max_length model argument), capped at each model's own "
               "context: heldout and wikitext's rolling windows, left truncation of long contexts; null = each "

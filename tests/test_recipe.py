@@ -111,11 +111,13 @@ def test_model_context_defaults_to_block_size(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_follows_the_hardware_unless_the_recipe_says(native, monkeypatch, capsys):
-    """The default recipe names no `bf16`: every training stage autocasts to bf16 exactly where the device has it
-    natively (on an AVX2 CPU bf16 matmuls run ~50x slower than fp32); an explicit key wins, and `bf16: true` on a
-    CPU without it says so."""
+    """The default recipe names no `bf16` and no `eval.baseline_dtype`: every training stage autocasts to bf16, and
+    the baselines are scored in bfloat16, exactly where the device has bf16 natively (on an AVX2 CPU bf16 matmuls
+    run ~50x slower than fp32); an explicit key wins, and `bf16: true` on a CPU without it says so."""
+    from hf_ladder.eval import suite
     from hf_ladder.stages import common
     monkeypatch.setattr(common, "native_bf16", lambda: native)
+    monkeypatch.setattr(suite, "native_bf16", lambda: native)
     recipe = load_recipe(DEFAULT_RECIPE)
     trained = [name for name, section in recipe.stages.items() if "args" in section]
     assert trained == ["pretrain", "sft", "dpo", "lora"]
@@ -127,3 +129,5 @@ def test_precision_follows_the_hardware_unless_the_recipe_says(native, monkeypat
     assert common.training_defaults(forced.stages["dpo"]["args"], forced)["bf16"] is False  # fp16 asked instead
     warned = capsys.readouterr().out
     assert ("bf16: true on a CPU without native bf16" in warned) is (not native and common.device() == "cpu")
+    assert suite.baseline_dtype(recipe.eval) == ("bfloat16" if native else "float32")
+    assert suite.baseline_dtype(load_recipe(DEFAULT_RECIPE, ["eval.baseline_dtype=float32"]).eval) == "float32"

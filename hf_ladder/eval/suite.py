@@ -40,7 +40,7 @@ from hf_ladder.data.corpus import load_corpus
 from hf_ladder.eval import benchmarks
 from hf_ladder.eval.perplexity import score_text
 from hf_ladder.generate import generate_batch, generation_config
-from hf_ladder.modeling import context_length, device, gguf_file, load_model, load_tokenizer
+from hf_ladder.modeling import context_length, device, gguf_file, load_model, load_tokenizer, native_bf16
 from hf_ladder.monitor.judge import load_judge
 from hf_ladder.monitor.reading import read_samples
 from hf_ladder.runs import Run, read_json, write_json, write_jsonl
@@ -96,7 +96,7 @@ def evaluate_run(recipe: Recipe, tasks: list[str] | None = None, backend: str = 
         start = time.time()
         print(f"\n── {name} ({source}) " + "─" * max(0, 60 - len(name) - len(str(source))))
         try:
-            model, tokenizer = load(source, cfg.baseline_dtype if kind == "baseline" else "float32")
+            model, tokenizer = load(source, baseline_dtype(cfg) if kind == "baseline" else "float32")
         except (OSError, ValueError, ImportError) as e:  # e.g. the Hub is unreachable: say so, measure nothing
             note = f"{source} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             print(f"not measured: {note}")
@@ -193,6 +193,12 @@ def gguf_label(source: str) -> str:
     quant = path.stem.rsplit(".", 1)[-1] if "." in path.stem else "GGUF"
     tuned = ", instruction-tuned" if "instruct" in path.stem.lower() else ""
     return f"{path.stem.split('.')[0]}{tuned}: {quant} GGUF weights dequantized, measured here"
+
+
+def baseline_dtype(cfg: EvalConfig) -> str:
+    """The dtype the baselines are scored in: `eval.baseline_dtype`, else bfloat16 where the device computes bf16
+    natively (`modeling.native_bf16`), else float32."""
+    return cfg.baseline_dtype or ("bfloat16" if native_bf16() else "float32")
 
 
 def load(source: str | Path, dtype: str = "float32"):
