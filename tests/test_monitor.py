@@ -252,3 +252,34 @@ def test_a_resumed_monitor_rebuilds_its_alerts_rounds_and_evaluations(tmp_path):
         "train_span"])]
     assert monitor.evals == [{"step": 10, "train_loss": 4.0, "eval_loss": 4.5}]
     assert [r["step"] for r in read_jsonl(path)] == [0, 0, 10, 10]  # step 20 comes after the checkpoint
+
+
+def test_the_last_steps_round_comes_after_the_trainers_clock_stops(tmp_path):
+    """Rounds at steps 0 and 4 run before training or inside it; the one at the last step (8) runs once the Trainer
+    has stopped its train_runtime clock (`_finalize_training`), and samples.jsonl still holds it."""
+    from unittest import mock
+
+    from transformers import Trainer
+
+    from hf_ladder.monitor import SampleMonitor
+
+    recipe = tiny_recipe(tmp_path / "run", "pretrain.max_steps=8", "monitor.sample_every=4")
+    clock_stopped, when = [], {}
+    real_round, real_finalize = SampleMonitor.sample_round, Trainer._finalize_training
+
+    def sample_round(self, model, step, *a, **k):
+        when[step] = bool(clock_stopped)
+        return real_round(self, model, step, *a, **k)
+
+    def finalize(self, *a, **k):
+        clock_stopped.append(True)
+        return real_finalize(self, *a, **k)
+
+    with mock.patch.object(SampleMonitor, "sample_round", sample_round), \
+            mock.patch.object(Trainer, "_finalize_training", finalize):
+        result = run_stage("pretrain", recipe)
+    assert when == {0: False, 4: False, 8: True}
+    seen = rounds(Path(recipe.run_dir) / "pretrain")
+    assert sorted(seen) == [0, 4, 8]
+    last = [r["coherence"] for r in seen[8] if r["decoding"] == "sampled"]
+    assert result.metrics["coherence_final"] == pytest.approx(sum(last) / len(last))  # the stage read that round

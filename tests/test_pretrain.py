@@ -161,8 +161,8 @@ def logged_steps(stage_dir: Path) -> list[list[int]]:
     first: one list per process that trained."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    files = sorted((stage_dir / "checkpoints" / "runs").glob("*/events.out.tfevents.*"),
-                   key=lambda p: p.stat().st_mtime)
+    files = sorted((p for p in (stage_dir / "checkpoints" / "runs").glob("*/events.out.tfevents.*")
+                    if p.parent.name != "samples"), key=lambda p: p.stat().st_mtime)  # samples/: the monitor's
     out = []
     for f in files:
         events = EventAccumulator(str(f))

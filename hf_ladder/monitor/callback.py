@@ -3,7 +3,8 @@
 Every `sample_every` optimizer steps it continues each fixed prompt twice, greedy and with the recipe's
 sampling settings (every prompt under both decodings in one left-padded batch, KV cache on), prints the samples, and
 appends them to `samples.jsonl` with the step, the per-sample loss and the readings of
-`hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, loss_tier). The judge (`monitor.judge`) reads no
+`hf_ladder.monitor.reading` (coherence, rep_4, distinct_2, loss_tier); the last step's round comes when training
+ends, outside the Trainer's clock (train_runtime). The judge (`monitor.judge`) reads no
 sample inside the training loop (on the CPU it cost more than the generation): when training ends it reads
 every round's samples in one batched pass, fills their judge_ppl in `samples.jsonl` and prints its mean per
 round. Read judge perplexity with rep_4: a repetition loop is *not* surprising to the judge (low judge_ppl),
@@ -90,11 +91,14 @@ class SampleMonitor(TrainerCallback):
                                    "eval_loss": h["eval_loss"]})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.diverged is None and state.global_step % self.cfg.sample_every == 0:
-            if not all(p.isfinite().all() for p in model.parameters()):
-                self._diverge("the weights are no longer finite", state.global_step, control)
-            else:
-                self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
+        if self.diverged is not None or state.global_step % self.cfg.sample_every:
+            return
+        if not all(p.isfinite().all() for p in model.parameters()):
+            self._diverge("the weights are no longer finite", state.global_step, control)
+        elif state.global_step < state.max_steps or args.load_best_model_at_end:
+            # the last step's round is on_train_end's, once the Trainer's clock (train_runtime) has stopped; with
+            # load_best_model_at_end it stays here, before the best checkpoint's weights replace the last step's
+            self.sample_round(model, state.global_step, control, write=state.is_world_process_zero)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         bad = [f"{k} {v}" for k, v in (logs or {}).items() if k in ("loss", "grad_norm") and not math.isfinite(v)]
