@@ -7,8 +7,9 @@ Each variant is quantized on load, saved to `quantize/<variant>/model/`, reloade
 against the unquantized model on the same held-out text and prompts:
 - bytes on disk (the saved files) and in memory (the tensors' storage, bitsandbytes' quantization
   constants included; `get_memory_footprint()` misses those of some backends), for the whole model and
-  for the linear layers that are quantized, as held once the model has run (on the CPU bitsandbytes repacks
-  4-bit weights at the first forward: absmax in bf16, a double quantization's nested state folded back);
+  for the linear layers that are quantized, as held once the model has run (on a CPU with AVX512-BF16
+  bitsandbytes repacks 4-bit weights at the first forward: absmax in bf16, a double quantization's nested state
+  folded back; elsewhere absmax stays fp32);
 - perplexity and bits per byte on the recipe's validation text, and the change relative to the original;
 - greedy generation tokens/s at batch 1 with the KV cache;
 - samples for the same prompts, with coherence scores, side by side in samples.jsonl.
