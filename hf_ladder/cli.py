@@ -5,7 +5,7 @@
     hf-ladder ladder RECIPE [key=value ...] [--force STAGE]
     hf-ladder validate RECIPE...
     hf-ladder eval RECIPE_OR_RUN_DIR [key=value ...] [--baseline ID_OR_PATH] [--tasks T,...] [--limit N]
-                   [--data-dir DIR] [--backend lm-eval [--include-path DIR]]
+                   [--data-dir DIR] [--backend lm-eval [--include-path DIR]] [--rescore]
     hf-ladder report RECIPE_OR_RUN_DIR
     hf-ladder push RUN_DIR/STAGE REPO_ID [--private] [--base-model HUB_ID]
     hf-ladder generate MODEL_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
@@ -89,6 +89,8 @@ def make_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--data-dir", help="read the benchmarks from a folder laid out like the shared test data")
     p.add_argument("--backend", choices=("hf-ladder", "lm-eval"), default="hf-ladder")
     p.add_argument("--include-path", help="lm-eval backend: a folder of extra task YAMLs (lm-eval's --include_path)")
+    p.add_argument("--rescore", action="store_true", help="score every rung again, even those whose models, data, "
+                   "settings and code are unchanged since the last eval (by default their scores are kept)")
 
     p = sub.add_parser("report", help="(re)write the report of a run from its files")
     p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
@@ -207,7 +209,7 @@ def cmd_ladder(args) -> int:
             print(f"\neval: already in {run.root / 'eval'}; `hf-ladder eval {args.recipe}` or --force eval redoes it")
         else:
             print(f"\n==== eval · recipe {recipe.name} · {run.root / 'eval'} ====", flush=True)
-            evaluate_run(recipe)
+            evaluate_run(recipe, rescore=args.force == "eval")
         print(f"\nreport: {write_report(run.root)}")
     print_rungs(results, run)
     return 0 if ok else 3
@@ -268,7 +270,7 @@ def cmd_eval(args) -> int:
     if args.data_dir:
         overrides.append(f"eval.data_dir={args.data_dir}")
     recipe = load_recipe(args.target, overrides)
-    folder = evaluate_run(recipe, tasks, backend=args.backend, include_path=args.include_path)
+    folder = evaluate_run(recipe, tasks, backend=args.backend, include_path=args.include_path, rescore=args.rescore)
     print(f"\nresults: {folder / 'results.json'}\nreport:  {write_report(folder.parent)}")
     return 0
 

@@ -137,6 +137,37 @@ def copy_of(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def test_a_second_eval_keeps_the_scores_of_the_rungs_that_did_not_change(run_dir, baseline, tmp_path, capsys):
+    """The same eval again loads no model and writes the same results and samples; a rung whose weights were
+    rewritten (a new modification time) is the only one scored again; --rescore scores every rung."""
+    import os
+
+    from conftest import calls_to
+
+    from hf_ladder.eval import suite
+
+    copy = copy_of(run_dir, tmp_path / "run")
+    eval_cmd = ["eval", str(copy), "--tasks", "heldout,hellaswag,samples", "--limit", "3", "--data-dir", str(DATA),
+                "--baseline", str(baseline)]
+    assert cli.main(eval_cmd) == 0
+    first = {f: (copy / "eval" / f).read_text() for f in ("results.json", "samples.jsonl")}
+    with calls_to(suite.load) as loaded:
+        assert cli.main(eval_cmd) == 0
+    assert loaded == []
+    assert {f: (copy / "eval" / f).read_text() for f in first} == first
+    assert capsys.readouterr().out.count("unchanged since the last eval: kept") == len(RUNGS) + 1
+    weights = next((copy / "quantize" / "nf4" / "model").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    with calls_to(suite.load) as loaded:
+        assert cli.main(eval_cmd) == 0
+    assert loaded == ["load"]
+    assert capsys.readouterr().out.count("unchanged since the last eval: kept") == len(RUNGS)  # all but nf4
+    assert json.loads((copy / "eval" / "results.json").read_text()) == json.loads(first["results.json"])
+    with calls_to(suite.load) as loaded:
+        assert cli.main([*eval_cmd, "--rescore"]) == 0
+    assert len(loaded) == len(RUNGS) + 1
+
+
 def test_any_harness_task_passes_through_to_lm_eval(run_dir, tmp_path):
     """lm-eval's own LAMBADA numbers over 40 passages land beside ours, merged, and equal ours for every rung: the
     perplexity (a continuous number, not an accuracy in steps of 1/40) to 1e-6. (HellaSwag's endings outgrow these

@@ -38,6 +38,11 @@ def stamps(run_dir: Path) -> dict[str, str]:
     return {name: (entry["finished_at"], entry["wall_time_s"]) for name, entry in stages.items()}
 
 
+def kept(out: str) -> list[str]:
+    """The rungs whose scores the eval kept from the last one (unchanged since), in order."""
+    return [line.split(":")[0] for line in out.splitlines() if line.endswith("(unchanged since the last eval: kept)")]
+
+
 def ran(out: str) -> list[str]:
     """The stages a command ran (their ==== headers), in order."""
     return [line.split()[1] for line in out.splitlines() if line.startswith("==== ") and "· recipe" in line]
@@ -57,6 +62,7 @@ def test_force_redoes_a_stage_and_those_above_it(ladder):
     assert second["pretrain"] == first["pretrain"]
     assert second["lora"] != first["lora"] and second["quantize"] != first["quantize"]
     assert (run_dir / "eval" / "results.json").stat().st_mtime_ns > results
+    assert kept(out) == ["pretrain"]  # the eval scored only the rungs that changed
 
     out = run("--force", command="run", stage="pretrain")  # one stage, redone; the ones above are forgotten
     assert ran(out) == ["pretrain"]
@@ -68,3 +74,4 @@ def test_force_redoes_a_stage_and_those_above_it(ladder):
     out = run("--force", "eval")  # only the eval
     assert ran(out) == ["eval"] and stamps(run_dir) == before
     assert (run_dir / "eval" / "results.json").stat().st_mtime_ns > results
+    assert kept(out) == []  # --force eval scores every rung again
