@@ -20,7 +20,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from hf_ladder.data.tokenizer import adds_bos, train_bpe
 from hf_ladder.eval import benchmarks
 from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
-from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, plain_head, rolling_windows
+from hf_ladder.eval.loglikelihood import (
+    CPU_TILE,
+    encode_pairs,
+    loglikelihood,
+    loglikelihood_rolling,
+    plain_head,
+    rolling_windows,
+)
 from hf_ladder.modeling import context_length
 
 TASKS = tuple(benchmarks.BENCHMARKS)
@@ -235,7 +242,8 @@ class SoftCapped(GPT2LMHeadModel):
 
 
 def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model_dirs):
-    """The greedy check's tie rule (argmax's first maximal index) and the fallback to the model's own forward."""
+    """The greedy check's tie rule (argmax's first maximal index, also when the tie spans two of the LM head's
+    vocabulary tiles) and the fallback to the model's own forward."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
@@ -244,11 +252,15 @@ def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model
     g = int(model(torch.tensor([tokenizer(context)["input_ids"]])).logits[0, -1].argmax())
     tied = copy.deepcopy(model)
     tied.lm_head.weight.data[g - 1] = tied.lm_head.weight.data[g]  # token g - 1 now ties g's logit, and wins argmax
+    far = copy.deepcopy(model)  # a token one vocabulary tile away ties g's logit: the lower index wins
+    t = (g + CPU_TILE[1]) % model.config.vocab_size
+    far.lm_head.weight.data[t] = far.lm_head.weight.data[g]
     capped = SoftCapped.from_pretrained(model_dirs["gpt2"], dtype=torch.float32)
     ids = torch.tensor([tokenizer(context)["input_ids"]])
-    assert plain_head(model, ids) and plain_head(tied, ids) and not plain_head(capped, ids)
-    pairs = [(context, tokenizer.decode([g])), (context, tokenizer.decode([g - 1])), (context, " mat")]
-    for m in (tied, capped):
+    assert plain_head(model, ids) and plain_head(tied, ids) and plain_head(far, ids) and not plain_head(capped, ids)
+    pairs = [(context, tokenizer.decode([g])), (context, tokenizer.decode([g - 1])), (context, " mat"),
+             (context, tokenizer.decode([t]))]
+    for m in (tied, far, capped):
         lm = HFLM(pretrained=m, tokenizer=tokenizer, batch_size=3, device="cpu")
         theirs = lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)],
                                   disable_tqdm=True)
@@ -256,6 +268,7 @@ def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model
         assert [r[0] for r in ours] == pytest.approx([r[0] for r in theirs], rel=1e-6)
         assert [r[1] for r in ours] == [r[1] for r in theirs]
     assert [r[1] for r in loglikelihood(tied, tokenizer, pairs[:2])] == [False, True]  # the tie goes to g - 1
+    assert [r[1] for r in loglikelihood(far, tokenizer, [pairs[0], pairs[3]])] == [g < t, t < g]
 
 
 def test_encode_pairs_edge_cases(model_dirs):

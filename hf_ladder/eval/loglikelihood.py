@@ -13,11 +13,13 @@ Sources: lm-eval 0.4.13 as installed from PyPI (file:line):
 Same numbers, less work than the harness:
 - requests whose model input is the same token sequence share one forward pass (MMLU: the four answer letters
   " A".." D" are one token each after the same context, so one forward gives all four);
-- logits are projected and log-softmaxed only at the scored positions, not at every position of the padded
-  batch, and on the CPU a cache-sized chunk at a time (`scored_log_probs`);
+- logits are projected only at the scored positions, not at every position of the padded batch, and on the CPU
+  a cache-sized tile (2,048 positions x 1,024 vocabulary entries) at a time, their log-normalizer accumulated
+  tile by tile as an online logsumexp (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"):
+  no (positions, vocabulary) log-softmax is ever written (`head_log_probs`);
 - tokenization is batched, and each distinct string is encoded once (HellaSwag's four endings share a context);
-- is_greedy takes the row maximum (a vectorized `amax`) and runs the harness's `argmax` only on the rows where
-  the target reaches that maximum (argmax returns the first maximal index, so a tie decides as in the harness);
+- is_greedy keeps each position's first maximal index across the tiles (a later tile replaces it only with a
+  strictly larger maximum), which is the harness's `argmax`, ties included;
   whole-text scoring (`loglikelihood_rolling`) asks for no is_greedy at all.
 Inputs are right-padded with no attention mask, as in the harness (huggingface.py:1151, 1484), so the scored
 positions never see padding. Only which requests share a batch differs, which may change float rounding (around
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 from hf_ladder.modeling import context_length, inference
 
 LOGIT_BUDGET = 2**25  # fp32 logits held at once (128 MB); their log-softmax needs as much again
-HEAD_CHUNK = 2**22  # fp32 logits per LM-head chunk on the CPU (16 MB: they stay in cache for their log-softmax)
+CPU_TILE = (2048, 1024)  # (positions, vocabulary entries) per LM-head tile on the CPU: 8 MB of fp32 logits
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -164,29 +166,66 @@ def _score_batch(model, batch, need, users, requests, out, device, greedy: bool,
             targets.extend(cont)
             spans.append((i, len(rows) - len(cont), len(rows)))
     rows, targets = torch.tensor(rows, device=device), torch.tensor(targets, device=device)  # (N,), (N,)
-    picked = torch.empty(len(rows), device=device)  # (N,) fp32 log-probs of the targets
-    is_top = torch.zeros(len(rows), dtype=torch.bool, device=device)  # (N,) target is its position's argmax
-    for first, lp in scored_log_probs(model, ids.to(device), keep.to(device), plain):  # lp: (rows, V) fp32
-        mine = ((rows >= first) & (rows < first + len(lp))).nonzero()[:, 0]
-        at, tok = rows[mine] - first, targets[mine]
-        picked[mine] = lp[at, tok]
-        if greedy:
-            top = picked[mine] == lp.amax(dim=-1)[at]  # the target reaches its row's maximum ...
-            hits = top.nonzero()[:, 0]  # ... and is the first maximal index (argmax), checked only there
-            top[hits] = lp[at[hits]].argmax(dim=-1) == tok[hits]
-            is_top[mine] = top
+    ids, keep = ids.to(device), keep.to(device)
+    if plain:  # the body once, then the head tile by tile at the scored positions only
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hidden = lm.base_model(input_ids=ids, use_cache=False).last_hidden_state[keep]  # (n, d)
+        picked, is_top = head_log_probs(lm.get_output_embeddings(), hidden, rows, targets, greedy)
+    else:  # the model's own logits at the scored positions
+        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+        lp = F.log_softmax((logits[keep] if logits.dim() == 3 else logits).float(), dim=-1)  # (n, V)
+        picked, is_top = lp[rows, targets], (lp.argmax(dim=-1)[rows] == targets) if greedy else None  # (N,)
     for i, first, last in spans:
         out[i] = (float(picked[first:last].sum()), bool(is_top[first:last].all()) if greedy else None)  # fp32 sum
 
 
-def head_rows(head, device: torch.device) -> int:
-    """Rows of logits per LM-head chunk: HEAD_CHUNK logits on the CPU (cache-sized), LOGIT_BUDGET elsewhere."""
-    return max(1, (HEAD_CHUNK if device.type == "cpu" else LOGIT_BUDGET) // head.out_features)
+def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
+                   greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """fp32 log p(targets[k] | hidden[rows[k]]) under the LM head, and whether each target is its position's
+    argmax (None unless `greedy`).
+
+    Shapes: hidden (n, d) final hidden states; rows, targets (N,) long (a position may serve several targets:
+    MMLU's four letters). Returns (N,) fp32 log-probs and (N,) bool. Equal to
+    `log_softmax(head(hidden).float())[rows, targets]` and its `argmax(-1) == targets` (the first maximal index),
+    up to float rounding (~1e-7 relative): on the CPU the logits come `CPU_TILE` at a time and the log-normalizer
+    is an online logsumexp over the vocabulary tiles (Milakov & Gimelshein 2018); elsewhere, or for a head that is
+    not a plain `nn.Linear` (a quantized one), a block of LOGIT_BUDGET / vocab positions with the whole vocabulary."""
+    vocab = head.out_features
+    tiled = hidden.device.type == "cpu" and type(head) is torch.nn.Linear
+    step, width = CPU_TILE if tiled else (max(1, LOGIT_BUDGET // vocab), vocab)
+    peak = torch.full((len(hidden),), -torch.inf, device=hidden.device)  # (n,) running max logit
+    total = torch.zeros(len(hidden), device=hidden.device)  # (n,) running sum of exp(logit - peak)
+    first = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)  # (n,) first maximal index
+    picked = torch.empty(len(rows), device=hidden.device)  # (N,) the targets' logits
+    for i in range(0, len(hidden), step):
+        h = hidden[i: i + step]  # (r, d)
+        mine = ((rows >= i) & (rows < i + step)).nonzero()[:, 0]  # the targets at these positions
+        at, tok = rows[mine] - i, targets[mine]
+        for j in range(0, vocab, width):
+            if width >= vocab:
+                x = head(h).float()  # (r, V)
+            else:
+                bias = None if head.bias is None else head.bias[j: j + width]
+                x = F.linear(h, head.weight[j: j + width], bias).float()  # (r, w)
+            here = ((tok >= j) & (tok < j + x.shape[1])).nonzero()[:, 0]
+            picked[mine[here]] = x[at[here], tok[here] - j]
+            if greedy:  # the tile's first maximum takes over only when strictly larger: the first index overall
+                top, arg = x.max(dim=-1)  # (r,), (r,)
+                better = top > peak[i: i + step]
+                first[i: i + step][better] = arg[better] + j
+            else:
+                top = x.amax(dim=-1)  # (r,)
+            new = torch.maximum(peak[i: i + step], top)  # (r,)
+            total[i: i + step] = total[i: i + step] * torch.exp(peak[i: i + step] - new) + \
+                x.sub_(new[:, None]).exp_().sum(dim=-1)
+            peak[i: i + step] = new
+    log_probs = picked - peak[rows] - total.log()[rows]  # (N,)
+    return log_probs, (first[rows] == targets) if greedy else None
 
 
 def plain_head(model, ids: torch.Tensor) -> bool:
     """Whether the model's logits are exactly its output embedding applied to its last hidden state, on `ids`
-    (1, T): then `scored_log_probs` may apply the head itself, in chunks. A model that rescales or soft-caps its
+    (1, T): then `head_log_probs` may apply the head itself, in tiles. A model that rescales or soft-caps its
     logits answers False. Checked once per model object (the answer is its architecture's, not its weights')."""
     if model not in _PLAIN_HEAD:
         _PLAIN_HEAD[model] = _check_plain_head(model, ids)
@@ -205,25 +244,6 @@ def _check_plain_head(model, ids: torch.Tensor) -> bool:
         own = model(input_ids=ids, use_cache=False).logits  # (1, T, V)
         hidden = getattr(body(input_ids=ids, use_cache=False), "last_hidden_state", None)  # (1, T, d)
         return hidden is not None and torch.equal(own, head(hidden))
-
-
-def scored_log_probs(model, ids: torch.Tensor, keep: torch.Tensor, plain: bool):
-    """(first row, fp32 log_softmax (rows, V)) chunks over the scored positions `keep` (B, T) of `ids` (B, T), in
-    (row, position) order.
-
-    With a `plain_head` model, its body runs once and its LM head is applied HEAD_CHUNK logits at a time on the
-    CPU, each chunk log-softmaxed while it is still in cache (1.7x faster than one (n, V) block on the 2-core
-    CPU, same values); otherwise the model's own forward gives all scored logits at once (`logits_to_keep`)."""
-    if not plain:
-        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
-        yield 0, F.log_softmax((logits[keep] if logits.dim() == 3 else logits).float(), dim=-1)
-        return
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = lm.get_output_embeddings()
-    hidden = lm.base_model(input_ids=ids, use_cache=False).last_hidden_state[keep]  # (n, d)
-    rows = head_rows(head, ids.device)
-    for i in range(0, len(hidden), rows):
-        yield i, F.log_softmax(head(hidden[i: i + rows]).float(), dim=-1)  # (rows, V)
 
 
 def loglikelihood(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32,

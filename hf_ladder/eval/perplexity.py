@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hf_ladder.eval.loglikelihood import head_rows, rolling_windows
+from hf_ladder.eval.loglikelihood import head_log_probs, rolling_windows
 from hf_ladder.modeling import inference
 
 
@@ -60,11 +59,12 @@ def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8
 
     Memory is bounded whatever the model: windows are batched by padded tokens (at most `max_tokens` per
     forward, at least one window), and the log-probabilities of the target tokens are taken from the final
-    hidden states a chunk at a time (`target_nats`), never as full-vocabulary logits of the whole batch
-    (SmolLM2's 8,192-position windows x 49,152 tokens would be 1.6 GB of fp32 logits per window).
+    hidden states a tile at a time (`hf_ladder.eval.loglikelihood.head_log_probs`), never as full-vocabulary
+    logits of the whole batch (SmolLM2's 8,192-position windows x 49,152 tokens would be 1.6 GB of fp32 logits
+    per window). The per-token log-probs are summed in float64.
 
     Shapes: each batch is (batch, <= block_size) token ids -> hidden states (batch, T, d) -> the scored
-    positions (n, d) -> logits (`head_rows`, vocab) per chunk, in fp32.
+    positions (n, d) -> fp32 log-probs of their targets (n,).
 
     Raises:
         ValueError: `text` is empty.
@@ -88,8 +88,11 @@ def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8
                 labels[row, len(context) - 1: len(w) - 1] = torch.tensor(continuation)  # position t predicts t + 1
             hidden = lm.base_model(input_ids=inputs.to(device)).last_hidden_state  # (B, T, d)
             keep = (labels != -100).to(device)
-            nats += target_nats(lm.get_output_embeddings(), hidden[keep], labels.to(device)[keep])  # (n, d), (n,)
-            count += int(keep.sum())
+            targets = labels.to(device)[keep]  # (n,)
+            rows = torch.arange(len(targets), device=device)
+            log_probs, _ = head_log_probs(lm.get_output_embeddings(), hidden[keep], rows, targets)  # (n,)
+            nats -= float(log_probs.double().sum())
+            count += len(targets)
     assert count == len(ids), (count, len(ids))
     return TextScore(nats=nats, tokens=count, chars=len(text), bytes=len(text.encode("utf-8")))
 
@@ -106,11 +109,3 @@ def token_batches(windows: list[tuple[list[int], list[int]]], max_tokens: int):
         longest = max(longest, size)
     if batch:
         yield batch
-
-
-def target_nats(head, hidden: torch.Tensor, targets: torch.Tensor) -> float:
-    """Summed negative log-likelihood (nats) of `targets` (n,) under the LM head applied to `hidden` (n, d),
-    `head_rows` at a time: fp32 logits (rows, vocab) and their cross-entropy, chunk after chunk."""
-    rows = head_rows(head, hidden.device)
-    return sum(F.cross_entropy(head(hidden[i: i + rows]).float(), targets[i: i + rows], reduction="sum").item()
-               for i in range(0, len(targets), rows))
