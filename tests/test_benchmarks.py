@@ -19,15 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from hf_ladder.data.tokenizer import adds_bos, train_bpe
 from hf_ladder.eval import benchmarks
+from hf_ladder.eval import loglikelihood as loglikelihood_module
 from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
-from hf_ladder.eval.loglikelihood import (
-    CPU_TILE,
-    encode_pairs,
-    loglikelihood,
-    loglikelihood_rolling,
-    plain_head,
-    rolling_windows,
-)
+from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, plain_head, rolling_windows
 from hf_ladder.modeling import context_length
 
 TASKS = tuple(benchmarks.BENCHMARKS)
@@ -241,7 +235,7 @@ class SoftCapped(GPT2LMHeadModel):
         return out
 
 
-def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model_dirs):
+def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model_dirs, monkeypatch):
     """The greedy check's tie rule (argmax's first maximal index, also when the tie spans two of the LM head's
     vocabulary tiles) and the fallback to the model's own forward."""
     from lm_eval.api.instance import Instance
@@ -252,8 +246,9 @@ def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model
     g = int(model(torch.tensor([tokenizer(context)["input_ids"]])).logits[0, -1].argmax())
     tied = copy.deepcopy(model)
     tied.lm_head.weight.data[g - 1] = tied.lm_head.weight.data[g]  # token g - 1 now ties g's logit, and wins argmax
+    monkeypatch.setattr(loglikelihood_module, "CPU_TILE", (1, 1024))  # one position: 1,024-token vocabulary tiles
     far = copy.deepcopy(model)  # a token one vocabulary tile away ties g's logit: the lower index wins
-    t = (g + CPU_TILE[1]) % model.config.vocab_size
+    t = (g + 1024) % model.config.vocab_size
     far.lm_head.weight.data[t] = far.lm_head.weight.data[g]
     capped = SoftCapped.from_pretrained(model_dirs["gpt2"], dtype=torch.float32)
     ids = torch.tensor([tokenizer(context)["input_ids"]])

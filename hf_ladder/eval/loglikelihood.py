@@ -187,12 +187,15 @@ def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tens
     Shapes: hidden (n, d) final hidden states; rows, targets (N,) long (a position may serve several targets:
     MMLU's four letters). Returns (N,) fp32 log-probs and (N,) bool. Equal to
     `log_softmax(head(hidden).float())[rows, targets]` and its `argmax(-1) == targets` (the first maximal index),
-    up to float rounding (~1e-7 relative): on the CPU the logits come `CPU_TILE` at a time and the log-normalizer
+    up to float rounding (~1e-7 relative): on the CPU the logits come `CPU_TILE` at a time (as many logits in wider
+    vocabulary slices when there are fewer positions than a tile) and the log-normalizer
     is an online logsumexp over the vocabulary tiles (Milakov & Gimelshein 2018); elsewhere, or for a head that is
     not a plain `nn.Linear` (a quantized one), a block of LOGIT_BUDGET / vocab positions with the whole vocabulary."""
     vocab = head.out_features
     tiled = hidden.device.type == "cpu" and type(head) is torch.nn.Linear
     step, width = CPU_TILE if tiled else (max(1, LOGIT_BUDGET // vocab), vocab)
+    if tiled:  # fewer positions than a tile: wider vocabulary slices, same logits per tile (fewer small kernels)
+        width = max(width, step * width // max(1, min(len(hidden), step)))
     peak = torch.full((len(hidden),), -torch.inf, device=hidden.device)  # (n,) running max logit
     total = torch.zeros(len(hidden), device=hidden.device)  # (n,) running sum of exp(logit - peak)
     first = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)  # (n,) first maximal index
