@@ -14,7 +14,7 @@ Same numbers, less work than the harness:
 - requests whose model input is the same token sequence share one forward pass (MMLU: the four answer letters
   " A".." D" are one token each after the same context, so one forward gives all four);
 - logits are projected only at the scored positions, not at every position of the padded batch, and on the CPU
-  a cache-sized tile (2,048 positions x 1,024 vocabulary entries) at a time, their log-normalizer accumulated
+  a cache-sized tile (`CPU_TILE` positions x vocabulary entries) at a time, their log-normalizer accumulated
   tile by tile as an online logsumexp (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"):
   no (positions, vocabulary) log-softmax is ever written (`head_log_probs`);
 - tokenization is batched, and each distinct string is encoded once (HellaSwag's four endings share a context);
@@ -196,12 +196,13 @@ def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tens
     step, width = CPU_TILE if tiled else (max(1, LOGIT_BUDGET // vocab), vocab)
     if tiled:  # fewer positions than a tile: wider vocabulary slices, same logits per tile (fewer small kernels)
         width = max(width, step * width // max(1, min(len(hidden), step)))
-    peak = torch.full((len(hidden),), -torch.inf, device=hidden.device)  # (n,) running max logit
-    total = torch.zeros(len(hidden), device=hidden.device)  # (n,) running sum of exp(logit - peak)
-    first = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)  # (n,) first maximal index
+    peaks = torch.full((len(hidden),), -torch.inf, device=hidden.device)  # (n,) running max logit
+    totals = torch.zeros(len(hidden), device=hidden.device)  # (n,) running sum of exp(logit - peak)
+    firsts = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)  # (n,) first maximal index
     picked = torch.empty(len(rows), device=hidden.device)  # (N,) the targets' logits
     for i in range(0, len(hidden), step):
         h = hidden[i: i + step]  # (r, d)
+        peak, total, first = peaks[i: i + step], totals[i: i + step], firsts[i: i + step]  # (r,) views, in place
         mine = ((rows >= i) & (rows < i + step)).nonzero()[:, 0]  # the targets at these positions
         at, tok = rows[mine] - i, targets[mine]
         for j in range(0, vocab, width):
@@ -214,16 +215,15 @@ def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tens
             picked[mine[here]] = x[at[here], tok[here] - j]
             if greedy:  # the tile's first maximum takes over only when strictly larger: the first index overall
                 top, arg = x.max(dim=-1)  # (r,), (r,)
-                better = top > peak[i: i + step]
-                first[i: i + step][better] = arg[better] + j
+                better = top > peak
+                first[better] = arg[better] + j
             else:
                 top = x.amax(dim=-1)  # (r,)
-            new = torch.maximum(peak[i: i + step], top)  # (r,)
-            total[i: i + step] = total[i: i + step] * torch.exp(peak[i: i + step] - new) + \
-                x.sub_(new[:, None]).exp_().sum(dim=-1)
-            peak[i: i + step] = new
-    log_probs = picked - peak[rows] - total.log()[rows]  # (N,)
-    return log_probs, (first[rows] == targets) if greedy else None
+            new = torch.maximum(peak, top)  # (r,)
+            total.mul_(torch.exp(peak - new)).add_(x.sub_(new[:, None]).exp_().sum(dim=-1))
+            peak.copy_(new)
+    log_probs = picked - peaks[rows] - totals.log()[rows]  # (N,)
+    return log_probs, (firsts[rows] == targets) if greedy else None
 
 
 def plain_head(model, ids: torch.Tensor) -> bool:
