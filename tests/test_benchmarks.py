@@ -266,6 +266,27 @@ def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model
     assert [r[1] for r in loglikelihood(far, tokenizer, [pairs[0], pairs[3]])] == [g < t, t < g]
 
 
+def test_head_log_probs_equal_one_log_softmax(monkeypatch):
+    """The LM head in tiles against one full-vocabulary log_softmax and argmax: an fp32 head with a bias, the same
+    head in bf16, and a position whose logit sits 300 nats above the first vocabulary tile's maximum (its exps
+    overflow fp32, so that row block is redone shifted by its exact maxima)."""
+    monkeypatch.setattr(loglikelihood_module, "CPU_TILE", (4, 1024))  # 3 row blocks x 3 vocabulary tiles
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 3000)
+    hidden = torch.randn(10, 16)  # (n, d)
+    head.weight.data[2500] = hidden[5] * (300 / hidden[5].dot(hidden[5]))  # row 5: token 2500's logit ~300
+    rows = torch.tensor([0, 0, 1, 4, 5, 5, 9])
+    targets = torch.tensor([3, 2999, 1024, 7, 2500, 0, 1500])
+    for dtype in (torch.float32, torch.bfloat16):
+        h, x = head.to(dtype), hidden.to(dtype)
+        with torch.inference_mode():
+            want = torch.log_softmax(h(x).float(), dim=-1)  # (n, V)
+            got, top = loglikelihood_module.head_log_probs(h, x, rows, targets, greedy=True)
+        assert want[5].argmax() == 2500 and want[5, 0] < -250
+        assert got.tolist() == pytest.approx(want[rows, targets].tolist(), rel=1e-6, abs=1e-6), dtype
+        assert torch.equal(top, want.argmax(dim=-1)[rows] == targets), dtype
+
+
 def test_encode_pairs_edge_cases(model_dirs):
     _, tokenizer = _load(model_dirs["gpt2"])
     eot = tokenizer.eos_token_id
