@@ -205,7 +205,8 @@ def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tens
         if not tiled:
             lp = F.log_softmax(head(h).float(), dim=-1)  # (r, V)
             log_probs[mine] = lp[at, tok]
-            firsts[i: i + step] = lp.argmax(dim=-1) if greedy else 0
+            if greedy:
+                firsts[i: i + step] = lp.argmax(dim=-1)
             continue
         found = _tile_log_probs(head, h, at, tok, width, greedy, shift=None)
         if found is None:  # a logit exp-overflowed over the first tile's maxima: shift by the exact maxima
@@ -220,10 +221,9 @@ def _linear(head: torch.nn.Linear, h: torch.Tensor, j: int, width: int, shift: t
     given. For an fp32 head the shift rides in the GEMM (addmm's input, beta 1): no extra pass over the tile."""
     weight = head.weight[j: j + width]  # (w, d)
     bias = None if head.bias is None else head.bias[j: j + width]
-    if shift is None:
-        return F.linear(h, weight, bias).float()
-    if weight.dtype != torch.float32:  # bf16 logits rounded as the model rounds them, then shifted in fp32
-        return F.linear(h, weight, bias).float().sub_(shift[:, None])
+    if shift is None or weight.dtype != torch.float32:  # bf16 logits rounded as the model rounds them
+        x = F.linear(h, weight, bias).float()
+        return x if shift is None else x.sub_(shift[:, None])
     offset = -shift[:, None] if bias is None else bias[None, :] - shift[:, None]  # (r, 1) or (r, w)
     return torch.addmm(offset.expand(len(h), len(weight)), h, weight.t())
 
