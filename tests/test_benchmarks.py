@@ -170,7 +170,7 @@ def _greedy_pairs(model, tokenizer, contexts):
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bpe"])
-def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind):
+def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind, monkeypatch):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
@@ -193,6 +193,15 @@ def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind):
     for (ll, is_greedy), (ll_h, is_greedy_h) in zip(ours, theirs, strict=True):
         assert ll == pytest.approx(ll_h, rel=1e-6) and is_greedy == is_greedy_h
     assert all(is_greedy for _, is_greedy in ours[-len(greedy):])
+    shapes = []  # (rows, positions) of every forward: the CPU's padded-token bound, not batch_size, splits them
+    hook = model.transformer.register_forward_pre_hook(lambda _, args, kwargs: shapes.append(kwargs["input_ids"].shape),
+                                                        with_kwargs=True)
+    monkeypatch.setattr(loglikelihood_module, "CPU_BATCH_TOKENS", 40)
+    bounded = loglikelihood(model, tokenizer, pairs, batch_size=32)
+    hook.remove()
+    assert shapes[0] == (1, 128) and all(rows * width <= 40 for rows, width in shapes[1:]) and len(shapes) > 2
+    assert [ll for ll, _ in bounded] == pytest.approx([ll for ll, _ in theirs], rel=1e-6)
+    assert [g for _, g in bounded] == [g for _, g in theirs]
     for (context, continuation), mine in zip(pairs, encode_pairs(tokenizer, pairs)):
         if context:
             assert mine == lm._encode_pair(context, continuation)
