@@ -204,6 +204,12 @@ def context_length(model, tokenizer=None, max_length: int | None = None) -> int:
     return min(own, max_length) if max_length else own
 
 
+def unwrap_peft(model):
+    """The transformers model inside a peft model (its LoRA layers stay in place in it), else `model` itself: the
+    one whose `base_model` is the transformer body and whose `get_output_embeddings()` is the LM head."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @contextmanager
 def inference(model):
     """Run `model` for inference inside the block (eval mode, no gradients), then restore its training mode."""

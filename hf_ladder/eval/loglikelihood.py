@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hf_ladder.modeling import context_length, inference
+from hf_ladder.modeling import context_length, inference, unwrap_peft
 
 LOGIT_BUDGET = 2**25  # fp32 logits held at once (128 MB); their log-softmax needs as much again
 CPU_TILE = (1024, 1024)  # (positions, vocabulary entries) per LM-head tile on the CPU: 4 MB of fp32 logits
@@ -174,7 +174,7 @@ def _score_batch(model, batch, need, users, requests, out, device, greedy: bool,
     rows, targets = torch.tensor(rows, device=device), torch.tensor(targets, device=device)  # (N,), (N,)
     ids, keep = ids.to(device), keep.to(device)
     if plain:  # the body once, then the head tile by tile at the scored positions only
-        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        lm = unwrap_peft(model)
         hidden = lm.base_model(input_ids=ids, use_cache=False).last_hidden_state[keep]  # (n, d)
         picked, is_top = head_log_probs(lm.get_output_embeddings(), hidden, rows, targets, greedy)
     else:  # the model's own logits at the scored positions
@@ -281,7 +281,7 @@ _PLAIN_HEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _check_plain_head(model, ids: torch.Tensor) -> bool:
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers stay
+    lm = unwrap_peft(model)
     head, body = lm.get_output_embeddings(), getattr(lm, "base_model", None)
     if not isinstance(head, torch.nn.Linear) or body is None or body is lm:
         return False

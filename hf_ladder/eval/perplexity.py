@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_ladder.eval.loglikelihood import head_log_probs, rolling_windows
-from hf_ladder.modeling import inference
+from hf_ladder.modeling import inference, unwrap_peft
 
 
 @dataclass
@@ -74,7 +74,7 @@ def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     windows = rolling_windows(ids, prefix, block_size)  # (context, continuation): <= block_size + 1 ids together
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers stay
+    lm = unwrap_peft(model)
     device = next(lm.parameters()).device
     nats, count = 0.0, 0
     with inference(lm):
