@@ -1,13 +1,15 @@
 """Benchmark scoring speed: our scorer (hf_ladder.eval.benchmarks) against lm-evaluation-harness, same numbers.
 
-    python bench/eval_speed.py [--model PATH] [--limit N] [--data-dir ../shared/data] [--tasks ...]
+    python bench/eval_speed.py [--model PATH] [--limit N] [--repeats 3] [--data-dir ../shared/data] [--tasks ...]
 
 Both score the same in-memory model (fp32) on the same local documents: ours through `benchmarks.evaluate`,
 lm-eval through `simple_evaluate` with an `HFLM` wrapping that model and task YAMLs written by
 `tests/harness_tasks.py`. Each side is timed per task, end to end from the loaded model
 (documents read, prompts built, scored, aggregated); lm-eval's stderr bootstrap is off (bootstrap_iters=0).
-Prints one line per task, `TASK: ours X docs/s, lm-eval Y docs/s, R.Rx, max |diff| D (rel E)`: documents/s for
-each, the ratio, and the largest absolute and relative differences over the metrics both report. Without --model,
+The two alternate `--repeats` times per task (ours, lm-eval, ours, ...) and each side's median time counts: one
+lm-eval run alone varies by +-15 % on a 2-core VM. Prints one line per task,
+`TASK: ours X docs/s, lm-eval Y docs/s, R.Rx, max |diff| D (rel E)`: documents/s for each (medians), their
+ratio, and the largest absolute and relative differences over the metrics both report. Without --model,
 a randomly initialised tiny GPT-2 (GPT-2 tokenizer, n_positions 128) is built. Documents per task: --limit, or
 LIMITS (a WikiText document is a whole article, ~4k tokens; MMLU's limit is per subject). glibc's allocator keeps
 freed memory, as every `hf-ladder` command sets it (`hf_ladder.allocator`), for both sides.
@@ -16,6 +18,7 @@ A benchmark, not a test: the figures depend on the machine. Needs lm-eval (a dev
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -69,6 +72,7 @@ def main():
     p.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--limit", type=int, help="documents per task (MMLU: per subject; default: LIMITS)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward, for both")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each side per task, alternated (median)")
     p.add_argument("--tasks", nargs="+", default=list(benchmarks.BENCHMARKS), choices=list(benchmarks.BENCHMARKS))
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is faster for tiny "
                                                 "models on a busy machine)")
@@ -90,14 +94,19 @@ def main():
           f"torch {torch.__version__}; MMLU: {len(SUBJECTS)} subjects")
     for task in args.tasks:
         limit = args.limit or LIMITS[task]
-        ours_s, ours = time_ours(model, tokenizer, task, limit, args)
-        theirs_s, theirs = time_harness(lm, task_dir, names[task], limit)
+        ours_t, theirs_t = [], []
+        for _ in range(args.repeats):
+            seconds, ours = time_ours(model, tokenizer, task, limit, args)
+            ours_t.append(seconds)
+            seconds, theirs = time_harness(lm, task_dir, names[task], limit)
+            theirs_t.append(seconds)
+        ours_s, theirs_s = statistics.median(ours_t), statistics.median(theirs_t)
         both = [(ours[k], v) for k, v in theirs.items() if k in ours and isinstance(v, float)]
         diff = max(abs(a - b) for a, b in both)
         rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in both)
         n = ours["n"]
         print(f"{task}: ours {n / ours_s:.1f} docs/s, lm-eval {n / theirs_s:.1f} docs/s, {theirs_s / ours_s:.1f}x, "
-              f"max |diff| {diff:.2e} (rel {rel:.1e}; {n} docs)", flush=True)
+              f"max |diff| {diff:.2e} (rel {rel:.1e}; {n} docs, median of {args.repeats})", flush=True)
 
 
 if __name__ == "__main__":
