@@ -18,6 +18,8 @@ Same numbers, less work than the harness:
   (the first tile's maxima, subtracted inside the GEMM) and its exps summed tile by tile: no (positions,
   vocabulary) log-softmax is ever written (`head_log_probs`, `_tile_log_probs`);
 - tokenization is batched, and each distinct string is encoded once (HellaSwag's four endings share a context);
+- inputs are sorted longest first, and on the CPU a forward holds at most `CPU_BATCH_TOKENS` padded tokens, so
+  long prompts of different lengths are not padded many at a time to the longest (`_batches`);
 - is_greedy keeps each position's first maximal index across the tiles (a later tile replaces it only with a
   strictly larger maximum), which is the harness's `argmax`, ties included;
   whole-text scoring (`loglikelihood_rolling`) asks for no is_greedy at all.
