@@ -208,6 +208,41 @@ def test_loglikelihood_equals_hflm_on_edge_cases(model_dirs, kind, monkeypatch):
     assert context_length(model, tokenizer) == lm.max_length == 128
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "bpe"])
+def test_packed_endings_equal_hflm(model_dirs, data_dir, kind):
+    """HellaSwag's four endings packed into one row after their shared context (a 4D mask, position ids) give
+    HFLM's log-likelihoods and is_greedy, in fewer tokens (docs whose context is left-truncated to the 128
+    positions are not packed); a body that ignores the mask fails the packing probe, and its requests are scored
+    unpacked, still as HFLM scores them."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    model, tokenizer = _load(model_dirs[kind])
+    pairs = [p for d in benchmarks.load("hellaswag", data_dir, 12) for p in hellaswag.requests(d)]
+    theirs = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, device="cpu").loglikelihood(
+        [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)], disable_tqdm=True)
+    tokens = []  # (tokens read, 4D mask given) of every forward of the body, the probe's included
+    hook = model.transformer.register_forward_pre_hook(
+        lambda _, args, kwargs: tokens.append((kwargs.get("input_ids", args[0] if args else None).numel(),
+                                               kwargs.get("attention_mask") is not None)), with_kwargs=True)
+    packed = loglikelihood(model, tokenizer, pairs, batch_size=8)
+    assert loglikelihood_module._PACKS[model]  # the probe ran and passed
+    assert [ll for ll, _ in packed] == pytest.approx([ll for ll, _ in theirs], rel=1e-6)
+    assert [g for _, g in packed] == [g for _, g in theirs]
+    read = tokens[:]
+    tokens.clear()
+    ignoring = copy.deepcopy(model)  # its body drops the mask: packed endings would see each other
+    body = ignoring.transformer
+    body.forward = lambda *a, attention_mask=None, **k: type(body).forward(body, *a, **k)
+    alone = loglikelihood(ignoring, tokenizer, pairs, batch_size=8)
+    hook.remove()
+    assert loglikelihood_module._PACKS[ignoring] is False
+    assert [ll for ll, _ in alone] == pytest.approx([ll for ll, _ in theirs], rel=1e-6)
+    assert [g for _, g in alone] == [g for _, g in theirs]
+    unpacked = sum(n for n, _ in tokens)
+    assert any(masked for _, masked in read) and sum(n for n, _ in read) < 0.9 * unpacked
+
+
 def test_max_length_equals_hflm_max_length(model_dirs, data_dir):
     """`eval.max_length` is HFLM's max_length: rolling windows (wikitext, heldout) of that many tokens and long
     contexts left-truncated to it, the same numbers as the harness with that argument; capped at the model's own

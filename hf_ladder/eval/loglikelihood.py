@@ -13,6 +13,12 @@ Sources: lm-eval 0.4.13 as installed from PyPI (file:line):
 Same numbers, less work than the harness:
 - requests whose model input is the same token sequence share one forward pass (MMLU: the four answer letters
   " A".." D" are one token each after the same context, so one forward gives all four);
+- inputs that share a context and a long common prefix are packed into one row, the prefix once and each input's
+  remainder after it, with an attention mask that lets each remainder see only the prefix and itself and the
+  position ids it would have alone (HellaSwag's four endings: SmolLM2 reads 36,533 tokens -> 17,960). Only where
+  it saves a quarter of the group's tokens (the first rolling windows of many texts share one prefix token: they
+  stay apart), for fp32 models, and once a probe has found the packed log-likelihoods equal to
+  the unpacked ones on this model (`_Row`, `packs_exactly`);
 - logits are projected only at the scored positions, not at every position of the padded batch, and on the CPU
   a cache-sized tile (`CPU_TILE` positions x vocabulary entries) at a time, each row shifted by one constant
   (the first tile's maxima, subtracted inside the GEMM) and its exps summed tile by tile: no (positions,
@@ -24,13 +30,17 @@ Same numbers, less work than the harness:
   strictly larger maximum), which is the harness's `argmax`, ties included;
   whole-text scoring (`loglikelihood_rolling`) asks for no is_greedy at all.
 Inputs are right-padded with no attention mask, as in the harness (huggingface.py:1151, 1484), so the scored
-positions never see padding. Only which requests share a batch differs, which may change float rounding (around
-1e-7 relative), never the formulas; tests/test_benchmarks.py checks request by request against lm-eval.
+positions never see padding (a batch with a packed row has a 4D mask, causal for its other rows). Only which
+requests share a batch or a row differs, which may change float rounding (around 1e-7 relative), never the
+formulas; tests/test_benchmarks.py checks request by request against lm-eval.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import weakref
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -101,17 +111,68 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
     return out
 
 
-def _batches(inputs: list[tuple[int, ...]], need: dict, batch_size: int, max_scored: int, max_tokens: int | None):
-    """Consecutive runs of `inputs` (sorted longest first) with <= batch_size rows, <= max_scored scored positions
-    and <= max_tokens padded tokens (rows x the first input's length; None: no bound), at least one row each."""
+@dataclass
+class _Row:
+    """One row of a forward: a single model input (`prefix` = its length), or several inputs that share their
+    first `prefix` tokens, packed as the prefix and then each input's remainder (`starts`: input -> where its
+    remainder begins in the row). `scored`: the row positions whose next-token log-probs some request reads."""
+    tokens: list[int]
+    prefix: int
+    starts: dict[tuple[int, ...], int]
+    scored: list[int] = field(default_factory=list)
+
+    @property
+    def packed(self) -> bool:
+        return len(self.starts) > 1
+
+    def index(self, inp: tuple[int, ...], j: int) -> int:
+        """Where position j of input `inp` lies in the row."""
+        return j if j < self.prefix else self.starts[inp] + j - self.prefix
+
+
+def _single(inp: tuple[int, ...], need: dict) -> _Row:
+    return _Row(list(inp), len(inp), {inp: len(inp)}, list(range(len(inp) - need[inp], len(inp))))
+
+
+def _pack(members: list[tuple[int, ...]], need: dict) -> _Row:
+    """The inputs as one row: their longest common prefix, then each one's remainder."""
+    prefix = len(os.path.commonprefix(members))
+    row = _Row(list(members[0][:prefix]), prefix, {})
+    for inp in members:
+        row.starts[inp] = len(row.tokens)
+        row.tokens += inp[prefix:]
+    row.scored = sorted({row.index(inp, j) for inp in members for j in range(len(inp) - need[inp], len(inp))})
+    return row
+
+
+def _rows(need: dict, users: dict, requests: list, window: int | None) -> list[_Row]:
+    """Each distinct input alone, except those of one context (the first request's) that pack into a row of at
+    most 3/4 of their tokens, none longer than the model's sliding attention `window` (None: no window)."""
+    by_context: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for inp in need:
+        by_context.setdefault(tuple(requests[users[inp][0]][0]), []).append(inp)
+    rows = []
+    for members in by_context.values():
+        row = _pack(members, need) if len(members) > 1 else None
+        if row and 4 * len(row.tokens) <= 3 * sum(map(len, members)) and (window is None or
+                                                                     max(map(len, members)) <= window):
+            rows.append(row)
+        else:
+            rows += [_single(inp, need) for inp in members]
+    return rows
+
+
+def _batches(rows: list[_Row], batch_size: int, max_scored: int, max_tokens: int | None):
+    """Consecutive runs of `rows` (sorted longest first) with <= batch_size rows, <= max_scored scored positions
+    and <= max_tokens padded tokens (rows x the first row's length; None: no bound), at least one row each."""
     batch, scored = [], 0
-    for inp in inputs:
-        if batch and (len(batch) == batch_size or scored + need[inp] > max_scored
-                      or max_tokens is not None and (len(batch) + 1) * len(batch[0]) > max_tokens):
+    for row in rows:
+        if batch and (len(batch) == batch_size or scored + len(row.scored) > max_scored
+                      or max_tokens is not None and (len(batch) + 1) * len(batch[0].tokens) > max_tokens):
             yield batch
             batch, scored = [], 0
-        batch.append(inp)
-        scored += need[inp]
+        batch.append(row)
+        scored += len(row.scored)
     if batch:
         yield batch
 
@@ -124,11 +185,11 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
     The model reads `(ctx + cont)[-(max_len + 1):][:-1]` (left-truncated, last token dropped); the last
     len(cont) positions are scored: ll = sum of fp32 log_softmax at the continuation tokens (natural log),
     is_greedy = every continuation token is the argmax of its position (None when `greedy` is False: not
-    computed). Distinct inputs are sorted longest first and batched by `batch_size` rows and `max_scored` scored
-    positions (default: 4 x LOGIT_BUDGET / vocab, so the logits and log-probs take about 1 GB whatever the
-    vocabulary; at least one input per batch), and on the CPU by `CPU_BATCH_TOKENS` padded tokens: 5-shot MMLU's
-    prompts of 300-2,048 tokens go a few at a time, not 32 padded to the longest (SmolLM2 fp32 on 2 AVX2 cores:
-    231 s -> 82 s for one question per subject).
+    computed). Distinct inputs (packed where they share a long prefix: `_rows`) are sorted longest first and
+    batched by `batch_size` rows and `max_scored` scored positions (default: 4 x LOGIT_BUDGET / vocab, so the
+    logits and log-probs take about 1 GB whatever the vocabulary; at least one row per batch), and on the CPU by
+    `CPU_BATCH_TOKENS` padded tokens: 5-shot MMLU's prompts of 300-2,048 tokens go a few at a time, not 32 padded
+    to the longest (SmolLM2 fp32 on 2 AVX2 cores: 231 s -> 82 s for one question per subject).
 
     Raises:
         ValueError: an empty context or continuation, or a continuation longer than `max_len`.
@@ -142,49 +203,102 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
         inp = tuple((ctx + cont)[-(max_len + 1):][:-1])
         need[inp] = max(need.get(inp, 0), len(cont))
         users.setdefault(inp, []).append(i)
-    order = sorted(need, key=lambda t: (-len(t), t))
     if max_scored is None:
         max_scored = max(1, 4 * LOGIT_BUDGET // model.get_output_embeddings().out_features)
     out: list[tuple[float, bool]] = [None] * len(requests)
     device = next(model.parameters()).device
+    rows = _rows(need, users, requests, getattr(getattr(model, "config", None), "sliding_window", None) or None)
+    if any(r.packed for r in rows) and not packs_exactly(model, next(r for r in rows if r.packed), need, users,
+                                                         requests):
+        rows = [_single(inp, need) for inp in need]
+    rows.sort(key=lambda r: (-len(r.tokens), r.tokens))
     bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)
-    plain = bool(order) and plain_head(model, torch.tensor([order[-1]], device=device))  # the shortest input
+    plain = bool(rows) and plain_head(model, torch.tensor([min(need, key=len)], device=device))  # shortest input
     max_tokens = CPU_BATCH_TOKENS if device.type == "cpu" else None
     with inference(model):
-        for batch in _batches(order, need, batch_size, max_scored, max_tokens):
-            _score_batch(model, batch, need, users, requests, out, device, greedy, plain)
-            bar.update(sum(len(users[inp]) for inp in batch))
+        for batch in _batches(rows, batch_size, max_scored, max_tokens):
+            _score_batch(model, batch, users, requests, out, device, greedy, plain)
+            bar.update(sum(len(users[inp]) for row in batch for inp in row.starts))
     bar.close()
     return out
 
 
-def _score_batch(model, batch, need, users, requests, out, device, greedy: bool, plain: bool) -> None:
-    """One forward of `loglikelihood_tokens`: fills `out` for every request the batch's inputs serve."""
-    ids = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)  # (B, T) right-padded with 0
-    keep = torch.zeros(len(batch), len(batch[0]), dtype=torch.bool)  # (B, T) scored positions
-    for row, inp in enumerate(batch):
-        ids[row, : len(inp)] = torch.tensor(inp)
-        keep[row, len(inp) - need[inp]: len(inp)] = True
-    rows, targets, spans, end = [], [], [], 0  # every (request, continuation token): its scored row and its token
-    for inp in batch:
-        end += need[inp]
-        for i in users[inp]:
-            cont = requests[i][1]
-            rows.extend(range(end - len(cont), end))  # this request scores the input's last len(cont) positions
-            targets.extend(cont)
-            spans.append((i, len(rows) - len(cont), len(rows)))
+def _score_batch(model, batch: list[_Row], users, requests, out, device, greedy: bool, plain: bool) -> None:
+    """One forward of `loglikelihood_tokens`: fills `out` for every request the batch's rows serve."""
+    width = len(batch[0].tokens)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T) right-padded with 0
+    keep = torch.zeros(len(batch), width, dtype=torch.bool)  # (B, T) scored positions
+    for r, row in enumerate(batch):
+        ids[r, : len(row.tokens)] = torch.tensor(row.tokens)
+        keep[r, row.scored] = True
+    gathered = (keep.flatten().cumsum(0) - 1).tolist()  # r * T + position -> its index among the kept positions
+    rows, targets, spans = [], [], []  # every (request, continuation token): its scored position and its token
+    for r, row in enumerate(batch):
+        for inp in row.starts:
+            for i in users[inp]:
+                cont = requests[i][1]  # this request scores the input's last len(cont) positions
+                rows += [gathered[r * width + row.index(inp, j)] for j in range(len(inp) - len(cont), len(inp))]
+                targets += cont
+                spans.append((i, len(rows) - len(cont), len(rows)))
     rows, targets = torch.tensor(rows, device=device), torch.tensor(targets, device=device)  # (N,), (N,)
     ids, keep = ids.to(device), keep.to(device)
+    extra = _packing_inputs(model, batch, width, device) if any(row.packed for row in batch) else {}
     if plain:  # the body once, then the head tile by tile at the scored positions only
         lm = unwrap_peft(model)
-        hidden = lm.base_model(input_ids=ids, use_cache=False).last_hidden_state[keep]  # (n, d)
+        hidden = lm.base_model(input_ids=ids, use_cache=False, **extra).last_hidden_state[keep]  # (n, d)
         picked, is_top = head_log_probs(lm.get_output_embeddings(), hidden, rows, targets, greedy)
     else:  # the model's own logits at the scored positions
-        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False, **extra).logits
         lp = F.log_softmax((logits[keep] if logits.dim() == 3 else logits).float(), dim=-1)  # (n, V)
         picked, is_top = lp[rows, targets], (lp.argmax(dim=-1)[rows] == targets) if greedy else None  # (N,)
     for i, first, last in spans:
         out[i] = (float(picked[first:last].sum()), bool(is_top[first:last].all()) if greedy else None)  # fp32 sum
+
+
+def _packing_inputs(model, batch: list[_Row], width: int, device) -> dict[str, torch.Tensor]:
+    """The 4D attention mask (B, 1, T, T), additive in the model's dtype, and position ids (B, T) of a batch with
+    packed rows: causal everywhere, except that a packed input's remainder does not see the remainders before it,
+    and its positions continue from the prefix as they would alone. Padding sits at position 0."""
+    allowed = torch.ones(width, width, dtype=torch.bool).tril().repeat(len(batch), 1, 1)  # (B, T, T)
+    positions = torch.arange(width).repeat(len(batch), 1)  # (B, T)
+    for r, row in enumerate(batch):
+        positions[r, len(row.tokens):] = 0
+        for inp, start in row.starts.items() if row.packed else ():
+            end = start + len(inp) - row.prefix
+            allowed[r, start:end, row.prefix:start] = False
+            positions[r, start:end] = torch.arange(row.prefix, len(inp))
+    dtype = unwrap_peft(model).get_input_embeddings().weight.dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+    return {"attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def packs_exactly(model, row: _Row, need: dict, users: dict, requests: list) -> bool:
+    """Whether packed rows score as the unpacked inputs do on this model: an fp32 model whose forward honours a
+    custom 4D attention mask and position ids (as transformers' masking_utils passes one through) gives the
+    requests of `row` the same log-likelihoods both ways (to 1e-5 relative); a 16-bit model's rounding would hide
+    a mask it ignores, so it is not packed. Checked once per model object, as `plain_head`."""
+    if model not in _PACKS:
+        _PACKS[model] = _check_packing(model, row, need, users, requests)
+    return _PACKS[model]
+
+
+_PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _check_packing(model, row: _Row, need, users, requests) -> bool:
+    if unwrap_peft(model).get_input_embeddings().weight.dtype != torch.float32:
+        return False
+    device = next(model.parameters()).device
+    plain = plain_head(model, torch.tensor([min(row.starts, key=len)], device=device))
+    packed, alone = [None] * len(requests), [None] * len(requests)
+    with inference(model):
+        try:
+            _score_batch(model, [row], users, requests, packed, device, False, plain)
+        except Exception:  # a model whose forward takes no 4D mask or position ids
+            return False
+        singles = sorted((_single(inp, need) for inp in row.starts), key=lambda r: -len(r.tokens))
+        _score_batch(model, singles, users, requests, alone, device, False, plain)
+    return all(math.isclose(a[0], b[0], rel_tol=1e-5, abs_tol=1e-5) for a, b in zip(packed, alone) if b is not None)
 
 
 def head_log_probs(head: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
