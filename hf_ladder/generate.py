@@ -10,6 +10,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from hf_ladder.data.chat import end_of_turn_ids
@@ -89,10 +90,13 @@ class GreedyRows(LogitsProcessor):
 
 
 def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfig, seed: int | None = None,
-                   batch_size: int = 32, greedy: list[bool] | None = None) -> list[Sample]:
-    """`generate` for many prompts at once: left-padded batches (prompts in the given order), the same
-    decoding and context limit, and each continuation's loss under the same model, teacher-forced on exactly
-    the generated ids (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`; nan for an empty one).
+                   batch_size: int = 32, greedy: list[bool] | None = None, score: bool = True) -> list[Sample]:
+    """`generate` for many prompts at once: left-padded batches, the same decoding and context limit (more
+    prompts than `batch_size` go shortest first, so a batch's room for new tokens, the context less its longest
+    prompt, is not cut by one long prompt; samples come back in the given order), and each continuation's loss
+    under the same model, teacher-forced on exactly the generated ids
+    (`hf_ladder.eval.loglikelihood.loglikelihood_tokens`; nan for an empty one, and for every one when `score` is
+    False: a caller that only needs the texts skips that forward).
     `greedy` (one flag per prompt, with a sampling `config`) decodes the flagged prompts greedily in the same
     batch (`GreedyRows`): one `generate` call for both decodings.
 
@@ -101,17 +105,23 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
     device = next(model.parameters()).device
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    order = list(range(len(prompts)))
+    if len(prompts) > batch_size:
+        lengths = [len(ids) for ids in tokenizer(prompts, verbose=False)["input_ids"]]
+        order.sort(key=lengths.__getitem__)
     samples = []
     try:
         with inference(model), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             if seed is not None:
                 torch.manual_seed(seed)
-            for i in range(0, len(prompts), batch_size):
-                enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True).to(device)
+            for i in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", leave=False,
+                          disable=len(prompts) <= batch_size):
+                rows = order[i: i + batch_size]
+                enc = tokenizer([prompts[j] for j in rows], return_tensors="pt", padding=True).to(device)
                 enc, fitted = fit_context(model, enc, config)
                 processors = LogitsProcessorList()
                 if greedy is not None and config.do_sample:
-                    processors.append(GreedyRows(torch.tensor(greedy[i: i + batch_size], device=device)))
+                    processors.append(GreedyRows(torch.tensor([greedy[j] for j in rows], device=device)))
                 out = model.generate(**enc, generation_config=fitted, logits_processor=processors)
                 out = out[:, enc["input_ids"].shape[1]:]  # (B, new)
                 news = []
@@ -119,13 +129,14 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
                     stop = next((j for j, t in enumerate(row) if t in ends), None)
                     news.append(row if stop is None else row[: stop + 1])
                 prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-                losses = continuation_losses(model, list(zip(prompt_ids, news)))
+                losses = (continuation_losses(model, list(zip(prompt_ids, news))) if score
+                          else [float("nan")] * len(news))
                 samples += [Sample(text=tokenizer.decode(new, skip_special_tokens=True), loss=loss,
                                    ended=bool(new) and new[-1] in ends, tokens=len(new))
                             for new, loss in zip(news, losses)]
     finally:
         tokenizer.padding_side = side
-    return samples
+    return [sample for _, sample in sorted(zip(order, samples), key=lambda x: x[0])]
 
 
 def continuation_losses(model, pairs: list[tuple[list[int], list[int]]], tokenizer=None) -> list[float]:

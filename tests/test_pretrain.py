@@ -133,6 +133,33 @@ def test_temperature_0_is_greedy_and_top_k_0_is_no_filter(healthy, capsys):
     assert max(ranks(0)) >= 50 and max(ranks(50)) < 50
 
 
+def test_generate_batch_sorts_prompts_by_length_and_returns_them_in_order(healthy):
+    """More prompts than a batch go shortest first: a short prompt is not batched with a long one that leaves it
+    no room in the 64-token context. Greedy, each sample is what `generate` gives its prompt alone, in the given
+    order; `score=False` leaves the losses out."""
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ladder.generate import generate, generate_batch, generation_config
+
+    _, result = healthy
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    long = "ROMEO:\n" + "O, speak again, bright angel! " * 6
+    prompts = [long, "ROMEO:\n", "JULIET:\n", long.upper(), "KING LEAR:\n", "HAMLET:\n"]
+    assert len(tok(long)["input_ids"]) > 40
+    config = generation_config(tok, 40, temperature=0.0, eos_token_id=-1)  # no end token: every row runs to its room
+    batch = generate_batch(model, tok, prompts, config, batch_size=2)
+    alone = [generate(model, tok, p, config) for p in prompts]
+    assert [s.text for s in batch] == [s.text for s in alone]
+    assert [s.tokens for s in batch] == [s.tokens for s in alone]
+    assert batch[1].tokens == 40 and batch[0].tokens < 24  # the short prompt had its full room
+    assert all(math.isclose(a.loss, b.loss, rel_tol=1e-4) for a, b in zip(batch, alone))
+    texts_only = generate_batch(model, tok, prompts, config, batch_size=2, score=False)
+    assert [s.text for s in texts_only] == [s.text for s in batch] and all(math.isnan(s.loss) for s in texts_only)
+
+
 def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
     recipe, result = healthy
     start = time.time()

@@ -143,7 +143,8 @@ def own_samples_as_rejected(model, tokenizer, pairs: Dataset, recipe, source: st
     g = recipe.monitor.generation
     config = generation_config(tokenizer, g.max_new_tokens, max(g.temperature, 0.7), g.top_k, g.top_p)
     print(f"sampling the model's own replies to {len(pairs):,} prompts ...", flush=True)
-    samples = generate_batch(model, tokenizer, pairs["prompt"], config, seed=recipe.seed)
+    samples = generate_batch(model, tokenizer, pairs["prompt"], config, seed=recipe.seed, batch_size=128,
+                             score=False)  # texts only; 1,920 prompts on 2 cores: 37.5 s at 32 scored, 29 s here
     rows = pairs.remove_columns("rejected").add_column("rejected", [s.text for s in samples])
     return clean_pairs(rows, source + " (own samples)")
 
