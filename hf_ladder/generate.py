@@ -105,6 +105,7 @@ def generate_batch(model, tokenizer, prompts: list[str], config: GenerationConfi
     device = next(model.parameters()).device
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    prompts = list(prompts)  # a datasets Column too
     order = list(range(len(prompts)))
     if len(prompts) > batch_size:
         lengths = [len(ids) for ids in tokenizer(prompts, verbose=False)["input_ids"]]
