@@ -18,10 +18,11 @@ from harness_tasks import harness_metrics, write_harness_tasks
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_ladder.data.tokenizer import adds_bos, train_bpe
-from hf_ladder.eval import benchmarks
+from hf_ladder.eval import benchmarks, lm_head
 from hf_ladder.eval import loglikelihood as loglikelihood_module
 from hf_ladder.eval.benchmarks import hellaswag, lambada, mmlu, wikitext
-from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, plain_head, rolling_windows
+from hf_ladder.eval.lm_head import plain_head
+from hf_ladder.eval.loglikelihood import encode_pairs, loglikelihood, loglikelihood_rolling, rolling_windows
 from hf_ladder.modeling import context_length
 
 TASKS = tuple(benchmarks.BENCHMARKS)
@@ -290,7 +291,7 @@ def test_loglikelihood_equals_hflm_with_tied_logits_and_a_soft_capped_head(model
     g = int(model(torch.tensor([tokenizer(context)["input_ids"]])).logits[0, -1].argmax())
     tied = copy.deepcopy(model)
     tied.lm_head.weight.data[g - 1] = tied.lm_head.weight.data[g]  # token g - 1 now ties g's logit, and wins argmax
-    monkeypatch.setattr(loglikelihood_module, "CPU_TILE", (1, 1024))  # one position: 1,024-token vocabulary tiles
+    monkeypatch.setattr(lm_head, "CPU_TILE", (1, 1024))  # one position: 1,024-token vocabulary tiles
     far = copy.deepcopy(model)  # a token one vocabulary tile away ties g's logit: the lower index wins
     t = (g + 1024) % model.config.vocab_size
     far.lm_head.weight.data[t] = far.lm_head.weight.data[g]
@@ -314,7 +315,7 @@ def test_head_log_probs_equal_one_log_softmax(monkeypatch):
     """The LM head in tiles against one full-vocabulary log_softmax and argmax: an fp32 head with a bias, the same
     head in bf16, and a position whose logit sits 300 nats above the first vocabulary tile's maximum (its exps
     overflow fp32, so that row block is redone shifted by its exact maxima)."""
-    monkeypatch.setattr(loglikelihood_module, "CPU_TILE", (4, 1024))  # 3 row blocks x 3 vocabulary tiles
+    monkeypatch.setattr(lm_head, "CPU_TILE", (4, 1024))  # 3 row blocks x 3 vocabulary tiles
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 3000)
     hidden = torch.randn(10, 16)  # (n, d)
@@ -325,7 +326,7 @@ def test_head_log_probs_equal_one_log_softmax(monkeypatch):
         h, x = head.to(dtype), hidden.to(dtype)
         with torch.inference_mode():
             want = torch.log_softmax(h(x).float(), dim=-1)  # (n, V)
-            got, top = loglikelihood_module.head_log_probs(h, x, rows, targets, greedy=True)
+            got, top = lm_head.head_log_probs(h, x, rows, targets, greedy=True)
         assert want[5].argmax() == 2500 and want[5, 0] < -250
         assert got.tolist() == pytest.approx(want[rows, targets].tolist(), rel=1e-6, abs=1e-6), dtype
         assert torch.equal(top, want.argmax(dim=-1)[rows] == targets), dtype

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from hf_ladder.eval.loglikelihood import head_log_probs, rolling_windows
+from hf_ladder.eval.lm_head import head_log_probs
+from hf_ladder.eval.loglikelihood import rolling_windows
 from hf_ladder.modeling import inference, unwrap_peft
 
 
@@ -59,7 +60,7 @@ def score_text(model, tokenizer, text: str, block_size: int, max_tokens: int = 8
 
     Memory is bounded whatever the model: windows are batched by padded tokens (at most `max_tokens` per
     forward, at least one window), and the log-probabilities of the target tokens are taken from the final
-    hidden states a tile at a time (`hf_ladder.eval.loglikelihood.head_log_probs`), never as full-vocabulary
+    hidden states a tile at a time (`hf_ladder.eval.lm_head.head_log_probs`), never as full-vocabulary
     logits of the whole batch (SmolLM2's 8,192-position windows x 49,152 tokens would be 1.6 GB of fp32 logits
     per window). The per-token log-probs are summed in float64.
 
