@@ -6,7 +6,7 @@
 #   make pretrain ACCELERATE_CONFIG=recipes/accelerate/fsdp.yaml [NPROC=8]   an accelerate config (ddp, fsdp, deepspeed_*)
 #   make gguf-tools                      llama.cpp's GGUF converter and runtime (hf-ladder export; builds llama.cpp)
 #   make test                            the test suite (adds the dev extra and the GGUF tools)
-#   make bench                           the benchmarks of bench/RESULTS.md (adds the dev extra; ~12 min on 2 AVX-512 cores, ~25 on AVX2)
+#   make bench                           the benchmarks of bench/RESULTS.md (adds the dev extra; ~12 min on 2 AVX-512 cores, ~23 on AVX2)
 PYTHON ?= python3
 VENV   ?= .venv
 RECIPE ?= recipes/shakespeare-tiny.yaml
@@ -78,7 +78,7 @@ validate: install
 test: dev gguf-tools
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests $(ARGS)
 
-bench: dev  # every table of bench/RESULTS.md (eval_speed needs lm-eval, a dev dependency); ~12 min on 2 AVX-512 cores, ~25 on AVX2
+bench: dev  # every table of bench/RESULTS.md (eval_speed needs lm-eval, a dev dependency); ~12 min on 2 AVX-512 cores, ~23 on AVX2
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_vs_bare.py $(RECIPE)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/eval_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/baseline_cost.py $(RECIPE)
