@@ -206,13 +206,13 @@ def loglikelihood_tokens(model, requests: list[tuple[list[int], list[int]]], max
         max_scored = max(1, 4 * LOGIT_BUDGET // model.get_output_embeddings().out_features)
     out: list[tuple[float, bool]] = [None] * len(requests)
     device = next(model.parameters()).device
+    plain = bool(need) and plain_head(model, torch.tensor([min(need, key=len)], device=device))  # shortest input
     rows = _rows(need, users, requests, getattr(getattr(model, "config", None), "sliding_window", None) or None)
     if any(r.packed for r in rows) and not packs_exactly(model, next(r for r in rows if r.packed), need, users,
-                                                         requests):
+                                                         requests, plain):
         rows = [_single(inp, need) for inp in need]
     rows.sort(key=lambda r: (-len(r.tokens), r.tokens))
     bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)
-    plain = bool(rows) and plain_head(model, torch.tensor([min(need, key=len)], device=device))  # shortest input
     max_tokens = CPU_BATCH_TOKENS if device.type == "cpu" else None
     with inference(model):
         for batch in _batches(rows, batch_size, max_scored, max_tokens):
@@ -271,24 +271,23 @@ def _packing_inputs(model, batch: list[_Row], width: int, device) -> dict[str, t
     return {"attention_mask": mask.to(device), "position_ids": positions.to(device)}
 
 
-def packs_exactly(model, row: _Row, need: dict, users: dict, requests: list) -> bool:
+def packs_exactly(model, row: _Row, need: dict, users: dict, requests: list, plain: bool) -> bool:
     """Whether packed rows score as the unpacked inputs do on this model: an fp32 model whose forward honours a
     custom 4D attention mask and position ids (as transformers' masking_utils passes one through) gives the
     requests of `row` the same log-likelihoods both ways (to 1e-5 relative); a 16-bit model's rounding would hide
-    a mask it ignores, so it is not packed. Checked once per model object, as `plain_head`."""
+    a mask it ignores, so it is not packed. Checked once per model object, as `plain_head` (`plain`: its answer)."""
     if model not in _PACKS:
-        _PACKS[model] = _check_packing(model, row, need, users, requests)
+        _PACKS[model] = _check_packing(model, row, need, users, requests, plain)
     return _PACKS[model]
 
 
 _PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _check_packing(model, row: _Row, need, users, requests) -> bool:
+def _check_packing(model, row: _Row, need, users, requests, plain: bool) -> bool:
     if unwrap_peft(model).get_input_embeddings().weight.dtype != torch.float32:
         return False
     device = next(model.parameters()).device
-    plain = plain_head(model, torch.tensor([min(row.starts, key=len)], device=device))
     packed, alone = [None] * len(requests), [None] * len(requests)
     with inference(model):
         try:
