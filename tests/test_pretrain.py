@@ -160,6 +160,60 @@ def test_generate_batch_sorts_prompts_by_length_and_returns_them_in_order(health
     assert [s.text for s in texts_only] == [s.text for s in batch] and all(math.isnan(s.loss) for s in texts_only)
 
 
+def test_a_model_trained_in_bf16_reads_and_scores_in_its_own_precision(healthy, tmp_path):
+    """The Trainer in bf16 leaves accelerate's mixed-precision wrapper on `model.forward` (autocast, outputs cast to
+    fp32). `inference` takes it off for its block: the logits are exactly an unwrapped fp32 copy's, not the
+    wrapper's bf16 ones, and the wrapper is back afterwards. `fp32_logits` casts the head's bf16 logits once, so the
+    wrapper finds fp32 ones: the same loss and gradients, with no second copy."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+
+    from hf_ladder.data.packing import LMBlocks
+    from hf_ladder.modeling import fp32_logits, inference
+
+    _, result = healthy
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    ids = tok(["ROMEO:\nO, speak again, bright angel!", "JULIET:\nWhat's in a name?"], return_tensors="pt",
+              padding=True)["input_ids"]  # (2, T)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=True, report_to="none", max_steps=1)
+    trainer = Trainer(model=model, args=args, train_dataset=LMBlocks(ids), data_collator=default_data_collator)
+    wrapped = trainer.accelerator.prepare_model(model)
+    assert wrapped is model and "_original_forward" in model.__dict__  # the wrapper sits on the model itself
+    plain = copy.deepcopy(model)
+    plain.forward = plain._original_forward
+    with torch.no_grad():
+        fp32 = plain(input_ids=ids).logits  # (2, T, vocab)
+        bf16 = model(input_ids=ids).logits
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # the wrapper's: bf16 matmuls, cast back
+    forward = model.train().forward
+    with inference(model):
+        assert torch.equal(model(input_ids=ids).logits, fp32)
+    assert model.forward is forward and model.training
+
+    def loss_and_grads(m):
+        m.zero_grad()
+        loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+    head, seen = model.get_output_embeddings(), []  # the dtype of what leaves the head, after the hooks before it
+
+    def watch(m, i, out):
+        seen.append(out.dtype)
+
+    hook = head.register_forward_hook(watch)
+    loss, grads = loss_and_grads(model)
+    hook.remove()
+    with fp32_logits(model):
+        hook = head.register_forward_hook(watch)
+        loss_once, grads_once = loss_and_grads(model)
+        hook.remove()
+    assert seen == [torch.bfloat16, torch.float32] and not head._forward_hooks  # fp32_logits' hook removed after
+    assert torch.equal(loss, loss_once) and all(torch.equal(a, b) for a, b in zip(grads, grads_once))
+
+
 def test_rerun_of_a_finished_stage_does_not_retrain(healthy, capsys):
     recipe, result = healthy
     start = time.time()

@@ -3,6 +3,7 @@ resuming from the last complete checkpoint, the model a stage starts from, and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.integrations.integration_utils import default_logdir
 
 from hf_ladder.generate import generation_config
-from hf_ladder.modeling import context_length, device, load_tokenizer, native_bf16
+from hf_ladder.modeling import context_length, device, fp32_logits, load_tokenizer, native_bf16
 from hf_ladder.monitor import SampleMonitor
 from hf_ladder.monitor.trackers import Trackers
 from hf_ladder.plots import plot_losses
@@ -181,8 +182,9 @@ def tensorboard_in_stage(trainer) -> None:
 
 def train(trainer, monitor: SampleMonitor):
     """Train, resuming from the last complete checkpoint; a fresh start first samples the untrained model
-    (step 0), so every stage shows its samples before and after. Then choose the weights the stage keeps
-    (`keep_best`).
+    (step 0), so every stage shows its samples before and after. In bf16 / fp16 the LM head's logits leave it in
+    fp32 (`modeling.fp32_logits`: one cast a step where the loss and accelerate's wrapper made two). Then choose the
+    weights the stage keeps (`keep_best`).
 
     Returns:
         (the Trainer's TrainOutput, the step training started from, `keep_best`'s metrics).
@@ -207,7 +209,8 @@ def train(trainer, monitor: SampleMonitor):
         # Trainer.evaluate() before train() (sft, dpo: the "before" numbers) marks the bare model prepared; train()
         # would then skip the DDP wrap and every process would train alone (transformers 5.24, accelerate 1.15).
         trainer.model.__dict__.pop("_is_accelerate_prepared", None)
-    output = trainer.train(resume_from_checkpoint=last)
+    with fp32_logits(trainer.model) if trainer.args.bf16 or trainer.args.fp16 else contextlib.nullcontext():
+        output = trainer.train(resume_from_checkpoint=last)
     if monitor.diverged:
         good = last_complete_checkpoint(Path(trainer.args.output_dir))
         raise TrainingError(f"{Path(trainer.args.output_dir).parent.name}: {monitor.diverged}; training stopped and "
