@@ -224,8 +224,10 @@ def main():
             rows[kind].append({"tokens_per_second": res["tokens"] / train_s, **{
                 f"{part}_share": sum(running(s, res["stopped"]) for s in res[part]) / train_s
                 for part in ("rounds", "evals", "saves") if part in res}})
-        print(f"repeat {r + 1}/{a.repeats}: " + ", ".join(f"{k} {v[-1]['tokens_per_second']:,.0f}"
-                                                       for k, v in rows.items()) + " tokens/s", flush=True)
+        bare = rows["bare"][-1]["tokens_per_second"]
+        print(f"repeat {r + 1}/{a.repeats}: tokens/s " + ", ".join(
+            f"{k} {v[-1]['tokens_per_second']:,.0f}" + (f" ({v[-1]['tokens_per_second'] / bare:.3f}x)" if k != "bare"
+                                                       else "") for k, v in rows.items()), flush=True)
     b = statistics.median(r["tokens_per_second"] for r in rows["bare"])
     where = device() if device() != "cpu" else f"CPU, {torch.get_num_threads()} threads"
     precision = "bf16" if training_defaults(recipe.stages["pretrain"]["args"], recipe)["bf16"] else "fp32"
@@ -234,12 +236,12 @@ def main():
           f"{recipe.data.block_size}, {where}, {precision}, torch {torch.__version__}, glibc thresholds raised: "
           f"{results['bare']['kept']}, sample_every {recipe.monitor.sample_every}")
     print(f"{'loop':<22} {'tokens/s':>10} {'x bare':>7} {'rounds %':>9} {'evals %':>8} {'saves %':>8}")
-    print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.2f}")
+    print(f"{'bare PyTorch':<22} {b:>10,.0f} {1:>7.3f}")
     for name, kind in (("stage, monitor on", "on"), ("stage, monitor off", "off")):
         tps = statistics.median(r["tokens_per_second"] for r in rows[kind])
         shares = [100 * statistics.median(r[f"{part}_share"] for r in rows[kind])
                   for part in ("rounds", "evals", "saves")]
-        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.2f} {shares[0]:>8.1f}% {shares[1]:>7.1f}% {shares[2]:>7.1f}%")
+        print(f"{name:<22} {tps:>10,.0f} {tps / b:>7.3f} {shares[0]:>8.1f}% {shares[1]:>7.1f}% {shares[2]:>7.1f}%")
 
 
 if __name__ == "__main__":
