@@ -3,7 +3,6 @@ resuming from the last complete checkpoint, the model a stage starts from, and w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -182,9 +181,9 @@ def tensorboard_in_stage(trainer) -> None:
 
 def train(trainer, monitor: SampleMonitor):
     """Train, resuming from the last complete checkpoint; a fresh start first samples the untrained model
-    (step 0), so every stage shows its samples before and after. In bf16 / fp16 the LM head's logits leave it in
-    fp32 (`modeling.fp32_logits`: one cast a step where the loss and accelerate's wrapper made two). Then choose the
-    weights the stage keeps (`keep_best`).
+    (step 0), so every stage shows its samples before and after. Under bf16 / fp16 autocast the LM head's logits
+    leave it in fp32 (`modeling.fp32_logits`: one cast a step where the loss and accelerate's wrapper made two).
+    Then choose the weights the stage keeps (`keep_best`).
 
     Returns:
         (the Trainer's TrainOutput, the step training started from, `keep_best`'s metrics).
@@ -209,7 +208,7 @@ def train(trainer, monitor: SampleMonitor):
         # Trainer.evaluate() before train() (sft, dpo: the "before" numbers) marks the bare model prepared; train()
         # would then skip the DDP wrap and every process would train alone (transformers 5.24, accelerate 1.15).
         trainer.model.__dict__.pop("_is_accelerate_prepared", None)
-    with fp32_logits(trainer.model) if trainer.args.bf16 or trainer.args.fp16 else contextlib.nullcontext():
+    with fp32_logits(trainer.model):
         output = trainer.train(resume_from_checkpoint=last)
     if monitor.diverged:
         good = last_complete_checkpoint(Path(trainer.args.output_dir))
